@@ -1,0 +1,207 @@
+"""The thin base every datamodule builds on, and the in-memory batch loader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from tasks.errors import ConfigError, DataError
+
+
+class TensorLoader:
+    """Batches sliced from tensors held in memory: no per-row collation, no workers.
+
+    Each epoch draws a fresh permutation from a seeded generator (``seed + epoch``),
+    so runs are reproducible. Under ``torch.distributed`` every rank takes an
+    interleaved, equally long share of the indices (padded by wrapping around, as
+    ``DistributedSampler`` does) so that ranks step in lockstep.
+
+    Args:
+        tensors: Tensors with the same first dimension.
+        batch_size: Rows per batch.
+        shuffle: Permute the rows every epoch.
+        drop_last: Drop the last, smaller batch (keeps shapes fixed, e.g. under compile).
+        seed: Base seed of the permutation.
+    """
+
+    def __init__(self, *tensors: Tensor, batch_size: int, shuffle: bool = False,
+                 drop_last: bool = False, seed: int = 0) -> None:
+        if not tensors:
+            raise ValueError("TensorLoader needs at least one tensor")
+        n = len(tensors[0])
+        if any(len(t) != n for t in tensors):
+            raise ValueError(f"tensors differ in length: {[len(t) for t in tensors]}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _rows(self) -> int:
+        n = len(self.tensors[0])
+        _, world = self._world()
+        return -(-n // world)
+
+    def __len__(self) -> int:
+        rows = self._rows()
+        return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        n = len(self.tensors[0])
+        rank, world = self._world()
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            index: Tensor | None = torch.randperm(n, generator=generator)
+        else:
+            index = None
+        self.epoch += 1
+        if world > 1:
+            if index is None:
+                index = torch.arange(n)
+            total = self._rows() * world
+            index = torch.cat([index, index[: total - n]])[rank::world]
+        rows = n if index is None else len(index)
+        stop = rows - rows % self.batch_size if self.drop_last else rows
+        for start in range(0, stop, self.batch_size):
+            end = min(start + self.batch_size, stop)
+            if index is None:  # contiguous views, no copy
+                yield tuple(t[start:end] for t in self.tensors)
+            else:
+                part = index[start:end]
+                yield tuple(t[part] for t in self.tensors)
+
+
+def split_indices(
+    n: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    stratify: Sequence[Any] | np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train/val/test row indices; per class when ``stratify`` labels are given.
+
+    Every split keeps at least one row of a class that has enough rows for it.
+    Returned indices are sorted, so each split keeps the input order.
+    """
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= frac < 1.0:
+            raise ConfigError(f"datamodule.{name} must be in [0, 1), got {frac}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError(
+            f"datamodule.val_fraction + test_fraction must be < 1, got "
+            f"{val_fraction} + {test_fraction}"
+        )
+    rng = np.random.default_rng(seed)
+    if stratify is None:
+        groups = [np.arange(n)]
+    else:
+        codes = pd.factorize(np.asarray(stratify))[0]
+        groups = [np.flatnonzero(codes == k) for k in range(int(codes.max()) + 1)]
+    train, val, test = [], [], []
+    for group in groups:
+        group = rng.permutation(group)
+        n_test = int(round(test_fraction * len(group)))
+        n_val = int(round(val_fraction * len(group)))
+        if stratify is not None and len(group) >= 3:
+            n_test = max(n_test, 1 if test_fraction > 0 else 0)
+            n_val = max(n_val, 1 if val_fraction > 0 else 0)
+        test.append(group[:n_test])
+        val.append(group[n_test:n_test + n_val])
+        train.append(group[n_test + n_val:])
+    return tuple(np.sort(np.concatenate(parts)) for parts in (train, val, test))  # type: ignore[return-value]
+
+
+class BaseDataModule(L.LightningDataModule):
+    """Shared settings and loaders; subclasses load data and fit preprocessing.
+
+    A subclass fills ``self.train_data``, ``self.val_data``, ``self.test_data`` and
+    ``self.predict_data`` (tuples of tensors) in ``setup``, fits its preprocessing
+    on the training split only, and returns that state from :meth:`state_dict` so
+    Lightning stores it in every checkpoint.
+
+    Args:
+        data_dir: Where downloaded or cached files live.
+        batch_size: Rows per training batch.
+        eval_batch_size: Rows per validation/test/predict batch (default: ``batch_size``).
+        num_workers: DataLoader workers, for datamodules that decode files; in-memory
+            tensor data ignores it (workers only slow tensor slicing down).
+        val_fraction: Share of rows held out for validation when no split is given.
+        test_fraction: Share of rows held out for testing when no test file is given.
+        seed: Seed of the splits and of the per-epoch shuffling.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"datamodule.batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigError(f"datamodule.num_workers must be >= 0, got {num_workers}")
+        self.save_hyperparameters()
+        self.train_data: tuple[Tensor, ...] | None = None
+        self.val_data: tuple[Tensor, ...] | None = None
+        self.test_data: tuple[Tensor, ...] | None = None
+        self.predict_data: tuple[Tensor, ...] | None = None
+
+    # -- what subclasses provide ---------------------------------------------------------
+    def data_facts(self) -> dict[str, Any]:
+        """Facts learnt from the data that the task needs (e.g. ``num_features``)."""
+        return {}
+
+    def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
+        """Turn concatenated ``predict_step`` outputs into a table, one row per input row."""
+        columns: dict[str, Any] = {}
+        for key, value in outputs.items():
+            array = value.detach().cpu().numpy()
+            if array.ndim == 1:
+                columns[key] = array
+            else:
+                for j in range(array.shape[1]):
+                    columns[f"{key}_{j}"] = array[:, j]
+        return pd.DataFrame(columns)
+
+    # -- loaders -------------------------------------------------------------------------
+    def _loader(self, data: tuple[Tensor, ...] | None, stage: str, train: bool = False) -> TensorLoader:
+        if data is None:
+            raise DataError(
+                f"{type(self).__name__} has no {stage} data: setup() did not produce it. "
+                + ("Pass datamodule.predict_path=FILE." if stage == "predict" else "")
+            )
+        hp = self.hparams
+        return TensorLoader(*data, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+                            shuffle=train, seed=hp.seed)
+
+    def train_dataloader(self) -> TensorLoader:
+        return self._loader(self.train_data, "train", train=True)
+
+    def val_dataloader(self) -> TensorLoader:
+        return self._loader(self.val_data, "validation")
+
+    def test_dataloader(self) -> TensorLoader:
+        return self._loader(self.test_data, "test")
+
+    def predict_dataloader(self) -> TensorLoader:
+        return self._loader(self.predict_data, "predict")

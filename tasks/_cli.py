@@ -1,0 +1,143 @@
+"""``python -m tasks``: list what is installed, or run a preset through Hydra."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tasks import _registry
+from tasks.errors import UserError
+
+FULL_ERROR_ENV = "LIGHTNING_TASKS_FULL_ERROR"
+
+USAGE = """\
+usage: python -m tasks +task=PRESET [group=option ...] [key=value ...]
+       python -m tasks list [--json]
+
+Train, test and save a preset's model; everything is a Hydra override, e.g.
+  python -m tasks +task=breast_cancer_mlp trainer.max_epochs=5 trainer=gpu
+  python -m tasks +task=breast_cancer_mlp mode=predict ckpt_path=RUN/checkpoints/best.ckpt \\
+      datamodule.predict_path=new_rows.csv
+  python -m tasks +task=breast_cancer_mlp debug=tiny        # a fast end-to-end check
+  python -m tasks +task=breast_cancer_mlp --cfg job          # print the composed config
+Groups: trainer (default, cpu, gpu, gpu_bf16, gpu_fp16, ddp, ddp_cpu), logger (csv, tensorboard,
+none), callbacks (default, none), debug (fdr, tiny), experiment.
+"""
+
+
+def _print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
+    print(title)
+    if not rows:
+        print("  (none)")
+    width = max((len(r[0]) for r in rows), default=0)
+    for name, detail, origin in rows:
+        print(f"  {name:<{width}}  {detail}  [{origin}]")
+    print()
+
+
+def print_listing(as_json: bool = False) -> None:
+    """Presets, tasks and datamodules with their origin, from package metadata only."""
+    from tasks.api import list_datamodules, list_presets, list_tasks
+
+    listing = {"presets": list_presets(), "tasks": list_tasks(), "datamodules": list_datamodules()}
+    if as_json:
+        print(json.dumps(listing, indent=2))
+        return
+    _print_table("Presets (python -m tasks +task=NAME):",
+                 [(n, p["description"], p["origin"]) for n, p in listing["presets"].items()])
+    _print_table("Tasks (task._name_=NAME):",
+                 [(n, t["value"], t["origin"]) for n, t in listing["tasks"].items()])
+    _print_table("Datamodules (datamodule._name_=NAME):",
+                 [(n, d["value"], d["origin"]) for n, d in listing["datamodules"].items()])
+    if _registry.plugins_disabled():
+        print(f"Third-party plugins are off ({_registry.DISABLE_PLUGINS_ENV} is set).")
+
+
+def _full_error(cfg: Any = None) -> bool:
+    if os.environ.get(FULL_ERROR_ENV) == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return True
+    return bool(cfg is not None and cfg.get("full_error", False))
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (UserError, OmegaConfBaseException, HydraException, MisconfigurationException)
+
+
+def _fail(exc: BaseException) -> None:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"error: {message}\n(set {FULL_ERROR_ENV}=1 for the full traceback)", file=sys.stderr)
+    sys.exit(2)
+
+
+def _route_lightning_logs_to_hydra() -> None:
+    """Hydra logs the root logger to the console and ``tasks.log``; the ``lightning``
+    package adds a console handler of its own, which would print every line twice."""
+    import logging
+
+    lightning_logger = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for handler in list(lightning_logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning_logger.removeHandler(handler)
+
+
+def _run_job(cfg: Any) -> float | None:
+    """Hydra's job function: run, report user errors in one line, return the objective."""
+    from tasks._runner import execute
+
+    _route_lightning_logs_to_hydra()
+
+    try:
+        summary = execute(cfg)
+    except _user_error_types() as exc:
+        if _full_error(cfg):
+            raise
+        _fail(exc)
+    score = (summary.get("best_score") or {}).get("value")
+    return score
+
+
+def _hydra_main() -> None:
+    import hydra
+
+    from tasks._hydra import PRIMARY_CONFIG_MODULE, register_search_path_plugin
+
+    register_search_path_plugin()
+    hydra.main(config_path=f"pkg://{PRIMARY_CONFIG_MODULE}", config_name="config",
+               version_base="1.3")(_run_job)()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not args:
+            print(USAGE)
+            _print_table("Presets:", [(n, p.description, p.source.origin)
+                                      for n, p in sorted(_registry.presets().items())])
+            sys.exit(2)
+        if args[0] in ("list", "ls"):
+            print_listing(as_json="--json" in args[1:])
+            return
+        if args[0] in ("help", "-h", "--help") and len(args) == 1:
+            print(USAGE)
+            return
+        from tasks._hydra import normalize_overrides
+
+        overrides = normalize_overrides(args)
+    except UserError as exc:
+        if _full_error():
+            raise
+        _fail(exc)
+    sys.argv = [sys.argv[0], *overrides]
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Hydra glue: registered config packages on the search path, CLI override normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tasks import _registry
+
+PRIMARY_CONFIG_MODULE = "tasks.conf"
+#: Groups that sit in the primary defaults list, so ``+group=x`` and ``group=x`` mean the same.
+DEFAULT_GROUPS = ("task", "experiment", "debug", "trainer", "logger", "callbacks")
+
+
+def config_search_paths() -> list[tuple[str, str]]:
+    """``(provider, pkg://module)`` for every registered config package that exists."""
+    paths = []
+    for entry in _registry.entries("config").values():
+        if _registry.package_dir(entry.module) is not None:
+            paths.append((f"lightning-tasks:{entry.distribution}", f"pkg://{entry.module}"))
+    return paths
+
+
+def register_search_path_plugin() -> None:
+    """Put every registered config package on Hydra's search path (idempotent)."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    class LightningTasksSearchPath(SearchPathPlugin):
+        def manipulate_search_path(self, search_path) -> None:  # type: ignore[no-untyped-def]
+            present = {element.path for element in search_path.get_path()}
+            for provider, path in config_search_paths():
+                if path not in present:
+                    search_path.append(provider=provider, path=path)
+
+    plugins = Plugins.instance()
+    if not any(cls.__name__ == LightningTasksSearchPath.__name__
+               for cls in plugins.discover(SearchPathPlugin)):
+        plugins.register(LightningTasksSearchPath)
+
+
+def normalize_overrides(overrides: Sequence[str]) -> list[str]:
+    """Accept ``+task=x`` and ``task=x`` alike, and check preset names before Hydra does.
+
+    Raises:
+        UnknownNameError: a ``task=NAME`` names no installed preset (lists close matches).
+    """
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        bare = key.lstrip("+")
+        if sep and bare in DEFAULT_GROUPS:
+            item = f"{bare}={value}"
+            if bare == "task":
+                for name in _sweep_choices(value):
+                    _registry.get_preset(name)
+        out.append(item)
+    return out
+
+
+def _sweep_choices(value: str) -> list[str]:
+    """Preset names in ``a`` or a simple multirun list ``a,b``; sweep functions are left to Hydra."""
+    if any(ch in value for ch in "()[]{}$*"):
+        return []
+    return [v.strip() for v in value.split(",") if v.strip()]

@@ -1,0 +1,99 @@
+"""Plots and tables written into a run directory (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_epoch_metrics(metrics_csv: Path) -> dict[str, dict[int, float]]:
+    """Per-epoch values from a Lightning ``CSVLogger`` file: ``{key: {epoch: value}}``.
+
+    The logger writes one row per logging call with blanks elsewhere, so the
+    last non-blank value of each key within an epoch is kept.
+    """
+    history: dict[str, dict[int, float]] = {}
+    with open(metrics_csv, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            epoch_text = row.get("epoch", "")
+            if not epoch_text:
+                continue
+            epoch = int(float(epoch_text))
+            for key, text in row.items():
+                if key in ("epoch", "step") or text in ("", None):
+                    continue
+                value = float(text)
+                if math.isfinite(value):
+                    history.setdefault(key, {})[epoch] = value
+    return history
+
+
+def save_history_plot(metrics_csv: Path, path: Path, main_metric: str = "loss") -> Path | None:
+    """Loss and the main metric per epoch, train vs val, as one PNG; None if nothing to plot."""
+    history = read_epoch_metrics(metrics_csv)
+    names = ["loss"] + ([main_metric] if main_metric != "loss" else [])
+    panels = [n for n in names if f"train/{n}" in history or f"val/{n}" in history]
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        for stage, style in (("train", "-o"), ("val", "-s")):
+            series = history.get(f"{stage}/{name}")
+            if series:
+                epochs = sorted(series)
+                ax.plot([e + 1 for e in epochs], [series[e] for e in epochs], style,
+                        markersize=3, label=stage)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_confusion_matrix(matrix: Any, class_names: list[str], output_dir: Path) -> list[Path]:
+    """``confusion_matrix.csv`` (rows true, columns predicted) and a matching PNG."""
+    counts = [[int(v) for v in row] for row in matrix.tolist()]
+    csv_path = output_dir / "confusion_matrix.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["true \\ predicted", *class_names])
+        for name, row in zip(class_names, counts):
+            writer.writerow([name, *row])
+    plt = _pyplot()
+    size = max(4.0, 0.55 * len(class_names) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = max((max(r) for r in counts), default=0)
+    if len(class_names) <= 20:
+        for i, row in enumerate(counts):
+            for j, value in enumerate(row):
+                ax.text(j, i, str(value), ha="center", va="center",
+                        color="white" if value > peak / 2 else "black")
+    ax.set_title("Confusion matrix (test)")
+    fig.tight_layout()
+    png_path = output_dir / "confusion_matrix.png"
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return [csv_path, png_path]

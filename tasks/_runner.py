@@ -1,0 +1,295 @@
+"""Run one composed config: build datamodule, task and trainer; fit, test or predict; write artefacts."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import logging
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from tasks import _registry
+from tasks._plots import save_history_plot
+from tasks.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+MODES = ("train", "test", "predict")
+
+
+def _container(node: Any) -> Any:
+    """Plain Python values (no OmegaConf nodes) so that hparams pickle cleanly."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def accepted_arguments(cls: type) -> set[str] | None:
+    """Constructor arguments along the chain of ``__init__``s that forward ``**kwargs``.
+
+    None means some constructor accepts arbitrary keywords without forwarding them.
+    """
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names.update(p.name for p in params
+                     if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self")
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
+def _check_arguments(cls: type, kwargs: dict[str, Any], option: str) -> set[str] | None:
+    accepted = accepted_arguments(cls)
+    if accepted is None:
+        return None
+    for key in kwargs:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, sorted(accepted), n=1)
+            hint = f" Did you mean {option}.{close[0]}?" if close else ""
+            raise ConfigError(
+                f"{option}.{key} is not an argument of {cls.__module__}.{cls.__qualname__}.{hint} "
+                f"Its arguments: {', '.join(sorted(accepted))}"
+            )
+    return accepted
+
+
+def _section(cfg: DictConfig, key: str) -> tuple[str, dict[str, Any]]:
+    node = cfg.get(key)
+    if node is None:
+        if key == "task":
+            names = ", ".join(sorted(_registry.presets()))
+            raise ConfigError(f"no task selected: pass +task=PRESET (available presets: {names})")
+        raise ConfigError(f"the config has no '{key}' section; the preset must define {key}._name_")
+    kwargs = _container(node)
+    name = kwargs.pop("_name_", None)
+    if not name:
+        raise ConfigError(f"{key}._name_ is missing: set it to a registered {key} name or an "
+                          "import path such as my_package.module:MyClass")
+    return str(name), kwargs
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    name, kwargs = _section(cfg, "datamodule")
+    cls = _registry.load("datamodule", name)
+    _check_arguments(cls, kwargs, "datamodule")
+    return cls(**kwargs)
+
+
+def build_task(cfg: DictConfig, facts: dict[str, Any]) -> L.LightningModule:
+    name, kwargs = _section(cfg, "task")
+    cls = _registry.load("task", name)
+    accepted = _check_arguments(cls, kwargs, "task")
+    for key, value in facts.items():
+        if accepted is not None and key not in accepted:
+            continue
+        if key in kwargs and kwargs[key] is not None and kwargs[key] != value:
+            raise ConfigError(f"task.{key}={kwargs[key]!r} contradicts the data, which has "
+                              f"{key}={value!r}; drop the override")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _preset_name(cfg: DictConfig) -> str | None:
+    if cfg.get("preset"):
+        return str(cfg.preset)
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get("task") if HydraConfig.initialized() else None
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    if cfg.get("output_dir"):
+        return Path(cfg.output_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+    trainer_kwargs = _container(cfg.trainer)
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        overrides = {}
+        if node.get("_target_", "").endswith("ModelCheckpoint") and not node.get("dirpath"):
+            overrides["dirpath"] = str(output_dir / "checkpoints")
+        try:
+            callback = instantiate(node, **overrides)
+        except Exception as exc:
+            raise ConfigError(f"callbacks.{name} could not be built: {exc}") from exc
+        if isinstance(callback, ProgressBar) and not trainer_kwargs.get("enable_progress_bar", True):
+            continue
+        if isinstance(callback, ModelSummary) and not trainer_kwargs.get("enable_model_summary", True):
+            continue
+        callbacks.append(callback)
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        extra = {} if node.get("save_dir") else {"save_dir": str(output_dir)}
+        try:
+            loggers.append(instantiate(node, **extra))
+        except Exception as exc:
+            raise ConfigError(f"logger.{name} could not be built: {exc}") from exc
+    return L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False,
+                     default_root_dir=str(output_dir))
+
+
+def _restore_datamodule_state(datamodule: L.LightningDataModule, ckpt_path: str) -> None:
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = checkpoint.get(type(datamodule).__qualname__)
+    if state:
+        datamodule.load_state_dict(state)
+
+
+def _check_ckpt(cfg: DictConfig) -> str | None:
+    ckpt = cfg.get("ckpt_path")
+    if ckpt in (None, ""):
+        if cfg.mode in ("test", "predict"):
+            raise ConfigError(f"mode={cfg.mode} needs a trained model: pass ckpt_path=PATH/TO/best.ckpt")
+        return None
+    if not Path(ckpt).is_file():
+        raise DataError(f"ckpt_path: no such checkpoint file {ckpt!r}")
+    return str(ckpt)
+
+
+def _versions(entries: list[_registry.Entry]) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("lightning-tasks", "torch", "lightning", "torchmetrics", "hydra-core"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    for entry in entries:
+        versions.setdefault(entry.distribution, entry.version)
+    return versions
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1 or isinstance(value, (int, float)):
+            out[key] = float(value)
+    return dict(sorted(out.items()))
+
+
+@rank_zero_only
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+@rank_zero_only
+def _write_config(cfg: DictConfig, output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
+
+def _collate_predictions(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    if not batches:
+        raise DataError("datamodule.predict_path produced no rows to predict")
+    return {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+
+
+def execute(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``cfg`` (a composed config) and return the summary that is also saved as JSON."""
+    started = time.time()
+    mode = cfg.get("mode", "train")
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r} is not one of {', '.join(MODES)}")
+    task_name, _ = _section(cfg, "task")
+    dm_name, _ = _section(cfg, "datamodule")
+    ckpt = _check_ckpt(cfg)
+    output_dir = _output_dir(cfg)
+    _write_config(cfg, output_dir)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    datamodule = build_datamodule(cfg)
+    if ckpt is not None:  # preprocessing comes from the checkpoint, never refitted
+        _restore_datamodule_state(datamodule, ckpt)
+    if mode == "train":
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        task = build_task(cfg, datamodule.data_facts())
+    else:
+        task_cls = _registry.load("task", task_name)
+        task = task_cls.load_from_checkpoint(ckpt, map_location="cpu")
+    trainer = build_trainer(cfg, output_dir)
+
+    summary: dict[str, Any] = {"preset": _preset_name(cfg), "mode": mode}
+    artifacts: list[Path] = []
+    if mode == "train":
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt)
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        fit_metrics = _scalar_metrics(trainer.callback_metrics)
+        trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=True)
+        summary["best_checkpoint"] = best
+        if isinstance(trainer.checkpoint_callback, ModelCheckpoint):
+            summary["last_checkpoint"] = trainer.checkpoint_callback.last_model_path or None
+            score = trainer.checkpoint_callback.best_model_score
+            summary["best_score"] = {"monitor": cfg.monitor,
+                                     "value": float(score) if score is not None else None}
+        summary["epochs"] = trainer.current_epoch
+        summary["global_step"] = trainer.global_step
+        summary["fit_metrics"] = fit_metrics
+    elif mode == "test":
+        trainer.test(task, datamodule=datamodule, verbose=True)
+        summary["checkpoint"] = ckpt
+    else:
+        batches = trainer.predict(task, datamodule=datamodule)
+        summary["checkpoint"] = ckpt
+        if trainer.is_global_zero:
+            frame = datamodule.predictions_frame(_collate_predictions(batches))
+            path = output_dir / "predictions.csv"
+            frame.to_csv(path, index_label="row")
+            artifacts.append(path)
+            summary["predictions"] = {"path": str(path), "rows": len(frame)}
+
+    if mode in ("train", "test"):
+        summary["metrics"] = _scalar_metrics(
+            {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        )
+        if trainer.is_global_zero:
+            artifacts += task.save_artifacts(output_dir, datamodule)
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.save()
+                metrics_csv = Path(logger.log_dir) / "metrics.csv"
+                if metrics_csv.is_file():
+                    artifacts.append(metrics_csv)
+                    plot = save_history_plot(metrics_csv, output_dir / "history.png", task.main_metric)
+                    if plot is not None:
+                        artifacts.append(plot)
+                break
+
+    entries = [_registry.get("task", task_name)] if task_name in _registry.entries("task") else []
+    if dm_name in _registry.entries("datamodule"):
+        entries.append(_registry.get("datamodule", dm_name))
+    summary.update({
+        "task": task_name,
+        "task_class": f"{type(task).__module__}.{type(task).__qualname__}",
+        "datamodule": dm_name,
+        "seed": int(cfg.seed),
+        "wall_time_s": round(time.time() - started, 3),
+        "output_dir": str(output_dir),
+        "artifacts": sorted(str(p) for p in artifacts),
+        "versions": _versions(entries),
+    })
+    _write_json(output_dir / "summary.json", summary)
+    return summary

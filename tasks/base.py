@@ -1,0 +1,164 @@
+"""The thin base every task (LightningModule) builds on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from tasks.errors import ConfigError
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+SCHEDULERS = ("none", "cosine", "step", "plateau", "onecycle")
+STAGES = ("train", "val", "test")
+
+
+class BaseTask(L.LightningModule):
+    """Shared machinery: hyperparameters, one step for every stage, optimizers by name.
+
+    Subclasses take typed scalar arguments, forward the rest to this constructor
+    and implement :meth:`configure_model` (and usually :meth:`configure_loss` and
+    :meth:`configure_metrics`) by reading ``self.hparams``. Every constructor
+    argument of the whole class chain is saved, so ``Task.load_from_checkpoint(path)``
+    alone rebuilds the task.
+
+    Args:
+        optimizer: One of ``adam``, ``adamw``, ``sgd``, ``rmsprop``.
+        lr: Learning rate.
+        weight_decay: Decoupled (adamw) or L2 (others) weight decay.
+        momentum: Momentum for ``sgd`` and ``rmsprop``.
+        scheduler: One of ``none``, ``cosine``, ``step``, ``plateau``, ``onecycle``.
+        step_size: Epochs between decays for ``scheduler=step``.
+        gamma: Decay factor for ``step`` and ``plateau``.
+        patience: Epochs without improvement of ``val/loss`` before ``plateau`` decays.
+    """
+
+    #: Metric (without its stage prefix) drawn next to the loss in history plots.
+    main_metric: str = "loss"
+
+    def __init__(
+        self,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        scheduler: str = "none",
+        step_size: int = 10,
+        gamma: float = 0.1,
+        patience: int = 5,
+    ) -> None:
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"task.optimizer={optimizer!r} is not supported; expected one of {sorted(OPTIMIZERS)}"
+            )
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(
+                f"task.scheduler={scheduler!r} is not supported; expected one of {list(SCHEDULERS)}"
+            )
+        if lr <= 0:
+            raise ConfigError(f"task.lr must be positive, got {lr}")
+        self.save_hyperparameters()
+        self.model = self.configure_model()
+        self.criterion = self.configure_loss()
+        metrics = self.configure_metrics()
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    # -- what subclasses provide -------------------------------------------------------
+    def configure_model(self) -> nn.Module:
+        """Build the network (a plain ``nn.Module``) from ``self.hparams``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement configure_model()")
+
+    def configure_loss(self) -> nn.Module:
+        return nn.MSELoss()
+
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection({})
+
+    def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """What the metrics are updated with; classification passes probabilities."""
+        return output, target
+
+    def predict_outputs(self, output: Tensor) -> dict[str, Tensor]:
+        """Per-row prediction columns from the network output."""
+        return {"pred": output}
+
+    def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        """Accumulate test-only state (e.g. a confusion matrix) for :meth:`save_artifacts`."""
+
+    def penalty(self) -> Tensor | float:
+        """Extra regularisation added to the training loss (weight penalties)."""
+        return 0.0
+
+    def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
+        """Write task-specific test artefacts (plots, tables) after testing; rank zero only."""
+        return []
+
+    # -- the one shared step -------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def model_step(self, batch: Any, stage: str) -> Tensor:
+        x, y = batch[0], batch[1]
+        output = self(x)
+        loss = self.criterion(output, y)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(*self.metric_inputs(output.detach(), y))
+        batch_size = len(y)
+        if stage == "train":
+            loss = loss + self.penalty()
+        elif stage == "test":
+            self.record_test_outputs(output.detach(), y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
+                 batch_size=batch_size)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.model_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.model_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.model_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.predict_outputs(self(x))
+
+    # -- optimisation --------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        kwargs: dict[str, Any] = {"lr": hp.lr, "weight_decay": hp.weight_decay}
+        if hp.optimizer in ("sgd", "rmsprop"):
+            kwargs["momentum"] = hp.momentum
+        optimizer = OPTIMIZERS[hp.optimizer](self.parameters(), **kwargs)
+        if hp.scheduler == "none":
+            return optimizer
+        sched = torch.optim.lr_scheduler
+        if hp.scheduler == "cosine":
+            scheduler = sched.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs or 1))
+        elif hp.scheduler == "step":
+            scheduler = sched.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
+        elif hp.scheduler == "plateau":
+            scheduler = sched.ReduceLROnPlateau(optimizer, factor=hp.gamma, patience=hp.patience)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        else:  # onecycle steps every batch
+            scheduler = sched.OneCycleLR(optimizer, max_lr=hp.lr,
+                                         total_steps=int(self.trainer.estimated_stepping_batches))
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,30 @@
+"""Errors a user can fix: the CLI prints them as one line instead of a traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Base of every error caused by configuration, data or installed plugins."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value is missing, misnamed or out of range."""
+
+
+class DataError(UserError, ValueError):
+    """Input data is missing, empty, malformed or inconsistent with the configuration."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A task, datamodule or preset name is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateNameError(UserError, RuntimeError):
+    """Two installed distributions register the same name."""
+
+
+class PluginLoadError(UserError, ImportError):
+    """A registered entry point could not be imported."""
