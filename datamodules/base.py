@@ -30,8 +30,14 @@ class TensorLoader:
         seed: Base seed of the permutation.
     """
 
-    def __init__(self, *tensors: Tensor, batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *tensors: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+    ) -> None:
         if not tensors:
             raise ValueError("TensorLoader needs at least one tensor")
         n = len(tensors[0])
@@ -121,8 +127,8 @@ def split_indices(
             n_test = max(n_test, 1 if test_fraction > 0 else 0)
             n_val = max(n_val, 1 if val_fraction > 0 else 0)
         test.append(group[:n_test])
-        val.append(group[n_test:n_test + n_val])
-        train.append(group[n_test + n_val:])
+        val.append(group[n_test : n_test + n_val])
+        train.append(group[n_test + n_val :])
     return tuple(np.sort(np.concatenate(parts)) for parts in (train, val, test))  # type: ignore[return-value]
 
 
@@ -184,15 +190,21 @@ class BaseDataModule(L.LightningDataModule):
         return pd.DataFrame(columns)
 
     # -- loaders -------------------------------------------------------------------------
-    def _loader(self, data: tuple[Tensor, ...] | None, stage: str, train: bool = False) -> TensorLoader:
+    def _loader(
+        self, data: tuple[Tensor, ...] | None, stage: str, train: bool = False
+    ) -> TensorLoader:
         if data is None:
             raise DataError(
                 f"{type(self).__name__} has no {stage} data: setup() did not produce it. "
                 + ("Pass datamodule.predict_path=FILE." if stage == "predict" else "")
             )
         hp = self.hparams
-        return TensorLoader(*data, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-                            shuffle=train, seed=hp.seed)
+        return TensorLoader(
+            *data,
+            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            shuffle=train,
+            seed=hp.seed,
+        )
 
     def train_dataloader(self) -> TensorLoader:
         return self._loader(self.train_data, "train", train=True)

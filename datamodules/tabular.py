@@ -35,8 +35,9 @@ def read_table(path: str | Path, option: str = "datamodule.path") -> pd.DataFram
             try:
                 frame = pd.read_parquet(file)
             except ImportError as exc:
-                raise DataError(f"{option}: reading Parquet needs pyarrow: pip install pyarrow "
-                                f"({exc})") from exc
+                raise DataError(
+                    f"{option}: reading Parquet needs pyarrow: pip install pyarrow ({exc})"
+                ) from exc
         else:
             sep = "\t" if ".tsv" in suffixes or ".tab" in suffixes else ","
             frame = pd.read_csv(file, sep=sep)
@@ -54,8 +55,10 @@ def load_sklearn_table(name: str) -> tuple[pd.DataFrame, str]:
     if name not in SKLEARN_DATASETS:
         close = difflib.get_close_matches(name, list(SKLEARN_DATASETS), n=2)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"datamodule.dataset={name!r} is not a bundled table.{hint} "
-                          f"Available: {', '.join(SKLEARN_DATASETS)}")
+        raise ConfigError(
+            f"datamodule.dataset={name!r} is not a bundled table.{hint} "
+            f"Available: {', '.join(SKLEARN_DATASETS)}"
+        )
     from sklearn import datasets
 
     bunch = getattr(datasets, SKLEARN_DATASETS[name])(as_frame=True)
@@ -71,8 +74,10 @@ def _missing_column_error(option: str, missing: Sequence[str], columns: Sequence
     for col in missing:
         close = difflib.get_close_matches(col, list(columns), n=1)
         hints.append(f"{col!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return DataError(f"{option}: column {', '.join(hints)} not found. "
-                     f"Available columns: {', '.join(map(str, columns))}")
+    return DataError(
+        f"{option}: column {', '.join(hints)} not found. "
+        f"Available columns: {', '.join(map(str, columns))}"
+    )
 
 
 class TabularDataModule(BaseDataModule):
@@ -111,8 +116,10 @@ class TabularDataModule(BaseDataModule):
         if dataset is not None and dataset not in SKLEARN_DATASETS:
             load_sklearn_table(dataset)  # raises the helpful error
         if path is not None and target is None:
-            raise ConfigError("datamodule.target is required with datamodule.path: "
-                              "name the label column, e.g. datamodule.target=label")
+            raise ConfigError(
+                "datamodule.target is required with datamodule.path: "
+                "name the label column, e.g. datamodule.target=label"
+            )
         super().__init__(**kwargs)
         self._state: dict[str, Any] | None = None
 
@@ -133,8 +140,10 @@ class TabularDataModule(BaseDataModule):
 
     def _require_state(self) -> dict[str, Any]:
         if self._state is None:
-            raise DataError(f"{type(self).__name__} has no fitted preprocessing: call "
-                            "setup('fit') or restore it from a checkpoint first")
+            raise DataError(
+                f"{type(self).__name__} has no fitted preprocessing: call "
+                "setup('fit') or restore it from a checkpoint first"
+            )
         return self._state
 
     # -- reading -------------------------------------------------------------------------
@@ -157,8 +166,11 @@ class TabularDataModule(BaseDataModule):
             features = [str(c) for c in frame.columns if c != target]
         if not features:
             raise DataError(f"{option}: no feature columns besides the target {target!r}")
-        bad = [f"{c!r} ({frame[c].dtype})" for c in features
-               if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
+        bad = [
+            f"{c!r} ({frame[c].dtype})"
+            for c in features
+            if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
+        ]
         if bad:
             raise DataError(
                 f"{option}: feature columns must be numeric or boolean; {', '.join(bad)} "
@@ -169,15 +181,20 @@ class TabularDataModule(BaseDataModule):
 
     def _check_target(self, frame: pd.DataFrame, target: str, option: str) -> None:
         if target not in frame.columns:
-            raise _missing_column_error(f"{option} (datamodule.target)", [target], list(frame.columns))
+            raise _missing_column_error(
+                f"{option} (datamodule.target)", [target], list(frame.columns)
+            )
         missing = frame[target].isna().to_numpy()
         if missing.any():
             rows = np.flatnonzero(missing)[:5].tolist()
-            raise DataError(f"{option}: target column {target!r} is empty in {int(missing.sum())} "
-                            f"rows (first rows: {rows}); drop or fill them")
+            raise DataError(
+                f"{option}: target column {target!r} is empty in {int(missing.sum())} "
+                f"rows (first rows: {rows}); drop or fill them"
+            )
 
-    def _fit_state(self, train: pd.DataFrame, labels: pd.Series, features: list[str],
-                   target: str) -> dict[str, Any]:
+    def _fit_state(
+        self, train: pd.DataFrame, labels: pd.Series, features: list[str], target: str
+    ) -> dict[str, Any]:
         values = train[features].astype("float64")
         fill = values.median().fillna(0.0)
         filled = values.fillna(fill)
@@ -211,8 +228,10 @@ class TabularDataModule(BaseDataModule):
         index = {c: i for i, c in enumerate(classes)}
         unknown = sorted({str(v) for v in labels if v not in index})
         if unknown:
-            raise DataError(f"{option}: labels {unknown[:10]} were not seen in the training "
-                            f"data (known: {[str(c) for c in classes]})")
+            raise DataError(
+                f"{option}: labels {unknown[:10]} were not seen in the training "
+                f"data (known: {[str(c) for c in classes]})"
+            )
         return torch.tensor([index[v] for v in labels], dtype=torch.long)
 
     # -- Lightning hooks -----------------------------------------------------------------
@@ -231,11 +250,14 @@ class TabularDataModule(BaseDataModule):
         self._check_target(frame, target, option)
         features = self._feature_columns(frame, target, option)
         test_frac = 0.0 if hp.test_path is not None else hp.test_fraction
-        train_idx, val_idx, test_idx = split_indices(len(frame), hp.val_fraction, test_frac,
-                                                     hp.seed, stratify=frame[target].to_numpy())
+        train_idx, val_idx, test_idx = split_indices(
+            len(frame), hp.val_fraction, test_frac, hp.seed, stratify=frame[target].to_numpy()
+        )
         if len(train_idx) == 0 or len(val_idx) == 0:
-            raise DataError(f"{option}: {len(frame)} rows are too few to split into train and "
-                            f"validation sets (val_fraction={hp.val_fraction})")
+            raise DataError(
+                f"{option}: {len(frame)} rows are too few to split into train and "
+                f"validation sets (val_fraction={hp.val_fraction})"
+            )
         train = frame.iloc[train_idx]
         if self._state is None:
             self._state = self._fit_state(train, frame[target], features, target)
@@ -247,13 +269,18 @@ class TabularDataModule(BaseDataModule):
         elif len(test_idx):
             parts["test"] = frame.iloc[test_idx]
         for name, part in parts.items():
-            tensors = (self._features_tensor(part, option), self._labels_tensor(part[target], option))
+            tensors = (
+                self._features_tensor(part, option),
+                self._labels_tensor(part[target], option),
+            )
             setattr(self, f"{name}_data", tensors)
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
         names = self.class_names
         pred = outputs["pred"].cpu().numpy()
-        frame = pd.DataFrame({"pred": np.asarray(self._require_state()["classes"], dtype=object)[pred]})
+        frame = pd.DataFrame(
+            {"pred": np.asarray(self._require_state()["classes"], dtype=object)[pred]}
+        )
         prob = outputs["prob"].cpu().numpy()
         for j, name in enumerate(names):
             frame[f"prob_{name}"] = prob[:, j]

@@ -46,12 +46,18 @@ def print_listing(as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(listing, indent=2))
         return
-    _print_table("Presets (python -m tasks +task=NAME):",
-                 [(n, p["description"], p["origin"]) for n, p in listing["presets"].items()])
-    _print_table("Tasks (task._name_=NAME):",
-                 [(n, t["value"], t["origin"]) for n, t in listing["tasks"].items()])
-    _print_table("Datamodules (datamodule._name_=NAME):",
-                 [(n, d["value"], d["origin"]) for n, d in listing["datamodules"].items()])
+    _print_table(
+        "Presets (python -m tasks +task=NAME):",
+        [(n, p["description"], p["origin"]) for n, p in listing["presets"].items()],
+    )
+    _print_table(
+        "Tasks (task._name_=NAME):",
+        [(n, t["value"], t["origin"]) for n, t in listing["tasks"].items()],
+    )
+    _print_table(
+        "Datamodules (datamodule._name_=NAME):",
+        [(n, d["value"], d["origin"]) for n, d in listing["datamodules"].items()],
+    )
     if _registry.plugins_disabled():
         print(f"Third-party plugins are off ({_registry.DISABLE_PLUGINS_ENV} is set).")
 
@@ -110,8 +116,9 @@ def _hydra_main() -> None:
     from tasks._hydra import PRIMARY_CONFIG_MODULE, register_search_path_plugin
 
     register_search_path_plugin()
-    hydra.main(config_path=f"pkg://{PRIMARY_CONFIG_MODULE}", config_name="config",
-               version_base="1.3")(_run_job)()
+    hydra.main(
+        config_path=f"pkg://{PRIMARY_CONFIG_MODULE}", config_name="config", version_base="1.3"
+    )(_run_job)()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -119,8 +126,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if not args:
             print(USAGE)
-            _print_table("Presets:", [(n, p.description, p.source.origin)
-                                      for n, p in sorted(_registry.presets().items())])
+            _print_table(
+                "Presets:",
+                [
+                    (n, p.description, p.source.origin)
+                    for n, p in sorted(_registry.presets().items())
+                ],
+            )
             sys.exit(2)
         if args[0] in ("list", "ls"):
             print_listing(as_json="--json" in args[1:])

@@ -33,8 +33,10 @@ def register_search_path_plugin() -> None:
                     search_path.append(provider=provider, path=path)
 
     plugins = Plugins.instance()
-    if not any(cls.__name__ == LightningTasksSearchPath.__name__
-               for cls in plugins.discover(SearchPathPlugin)):
+    if not any(
+        cls.__name__ == LightningTasksSearchPath.__name__
+        for cls in plugins.discover(SearchPathPlugin)
+    ):
         plugins.register(LightningTasksSearchPath)
 
 
@@ -58,7 +60,7 @@ def normalize_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 def _sweep_choices(value: str) -> list[str]:
-    """Preset names in ``a`` or a simple multirun list ``a,b``; sweep functions are left to Hydra."""
+    """Preset names in ``a`` or a multirun list ``a,b``; sweep functions are left to Hydra."""
     if any(ch in value for ch in "()[]{}$*"):
         return []
     return [v.strip() for v in value.split(",") if v.strip()]

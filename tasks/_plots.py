@@ -53,8 +53,13 @@ def save_history_plot(metrics_csv: Path, path: Path, main_metric: str = "loss") 
             series = history.get(f"{stage}/{name}")
             if series:
                 epochs = sorted(series)
-                ax.plot([e + 1 for e in epochs], [series[e] for e in epochs], style,
-                        markersize=3, label=stage)
+                ax.plot(
+                    [e + 1 for e in epochs],
+                    [series[e] for e in epochs],
+                    style,
+                    markersize=3,
+                    label=stage,
+                )
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.set_title(f"{name} per epoch")
@@ -89,8 +94,14 @@ def save_confusion_matrix(matrix: Any, class_names: list[str], output_dir: Path)
     if len(class_names) <= 20:
         for i, row in enumerate(counts):
             for j, value in enumerate(row):
-                ax.text(j, i, str(value), ha="center", va="center",
-                        color="white" if value > peak / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    color="white" if value > peak / 2 else "black",
+                )
     ax.set_title("Confusion matrix (test)")
     fig.tight_layout()
     png_path = output_dir / "confusion_matrix.png"

@@ -97,8 +97,13 @@ def entries(kind: str) -> dict[str, Entry]:
     disabled = plugins_disabled()
     for entry in sorted(_raw_entries(kind), key=lambda e: (not e.builtin, e.name)):
         if disabled and not entry.builtin:
-            log.debug("%s set: skipping %s %r from %s", DISABLE_PLUGINS_ENV, kind, entry.name,
-                      entry.distribution)
+            log.debug(
+                "%s set: skipping %s %r from %s",
+                DISABLE_PLUGINS_ENV,
+                kind,
+                entry.name,
+                entry.distribution,
+            )
             continue
         other = found.get(entry.name)
         if other is not None and other != entry:

@@ -1,4 +1,4 @@
-"""Run one composed config: build datamodule, task and trainer; fit, test or predict; write artefacts."""
+"""Run one composed config: build datamodule, task and trainer; fit, test or predict."""
 
 from __future__ import annotations
 
@@ -44,8 +44,11 @@ def accepted_arguments(cls: type) -> set[str] | None:
         if init is None:
             continue
         params = inspect.signature(init).parameters.values()
-        names.update(p.name for p in params
-                     if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self")
+        names.update(
+            p.name
+            for p in params
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
+        )
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             return names
     return None
@@ -76,8 +79,10 @@ def _section(cfg: DictConfig, key: str) -> tuple[str, dict[str, Any]]:
     kwargs = _container(node)
     name = kwargs.pop("_name_", None)
     if not name:
-        raise ConfigError(f"{key}._name_ is missing: set it to a registered {key} name or an "
-                          "import path such as my_package.module:MyClass")
+        raise ConfigError(
+            f"{key}._name_ is missing: set it to a registered {key} name or an "
+            "import path such as my_package.module:MyClass"
+        )
     return str(name), kwargs
 
 
@@ -96,8 +101,10 @@ def build_task(cfg: DictConfig, facts: dict[str, Any]) -> L.LightningModule:
         if accepted is not None and key not in accepted:
             continue
         if key in kwargs and kwargs[key] is not None and kwargs[key] != value:
-            raise ConfigError(f"task.{key}={kwargs[key]!r} contradicts the data, which has "
-                              f"{key}={value!r}; drop the override")
+            raise ConfigError(
+                f"task.{key}={kwargs[key]!r} contradicts the data, which has "
+                f"{key}={value!r}; drop the override"
+            )
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -133,9 +140,13 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
             callback = instantiate(node, **overrides)
         except Exception as exc:
             raise ConfigError(f"callbacks.{name} could not be built: {exc}") from exc
-        if isinstance(callback, ProgressBar) and not trainer_kwargs.get("enable_progress_bar", True):
+        if isinstance(callback, ProgressBar) and not trainer_kwargs.get(
+            "enable_progress_bar", True
+        ):
             continue
-        if isinstance(callback, ModelSummary) and not trainer_kwargs.get("enable_model_summary", True):
+        if isinstance(callback, ModelSummary) and not trainer_kwargs.get(
+            "enable_model_summary", True
+        ):
             continue
         callbacks.append(callback)
     loggers = []
@@ -147,8 +158,12 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
             loggers.append(instantiate(node, **extra))
         except Exception as exc:
             raise ConfigError(f"logger.{name} could not be built: {exc}") from exc
-    return L.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers or False,
-                     default_root_dir=str(output_dir))
+    return L.Trainer(
+        **trainer_kwargs,
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(output_dir),
+    )
 
 
 def _restore_datamodule_state(datamodule: L.LightningDataModule, ckpt_path: str) -> None:
@@ -162,7 +177,9 @@ def _check_ckpt(cfg: DictConfig) -> str | None:
     ckpt = cfg.get("ckpt_path")
     if ckpt in (None, ""):
         if cfg.mode in ("test", "predict"):
-            raise ConfigError(f"mode={cfg.mode} needs a trained model: pass ckpt_path=PATH/TO/best.ckpt")
+            raise ConfigError(
+                f"mode={cfg.mode} needs a trained model: pass ckpt_path=PATH/TO/best.ckpt"
+            )
         return None
     if not Path(ckpt).is_file():
         raise DataError(f"ckpt_path: no such checkpoint file {ckpt!r}")
@@ -184,7 +201,11 @@ def _versions(entries: list[_registry.Entry]) -> dict[str, str]:
 def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in metrics.items():
-        if isinstance(value, torch.Tensor) and value.numel() == 1 or isinstance(value, (int, float)):
+        if (
+            isinstance(value, torch.Tensor)
+            and value.numel() == 1
+            or isinstance(value, (int, float))
+        ):
             out[key] = float(value)
     return dict(sorted(out.items()))
 
@@ -242,8 +263,10 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(trainer.checkpoint_callback, ModelCheckpoint):
             summary["last_checkpoint"] = trainer.checkpoint_callback.last_model_path or None
             score = trainer.checkpoint_callback.best_model_score
-            summary["best_score"] = {"monitor": cfg.monitor,
-                                     "value": float(score) if score is not None else None}
+            summary["best_score"] = {
+                "monitor": cfg.monitor,
+                "value": float(score) if score is not None else None,
+            }
         summary["epochs"] = trainer.current_epoch
         summary["global_step"] = trainer.global_step
         summary["fit_metrics"] = fit_metrics
@@ -273,7 +296,9 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
                 metrics_csv = Path(logger.log_dir) / "metrics.csv"
                 if metrics_csv.is_file():
                     artifacts.append(metrics_csv)
-                    plot = save_history_plot(metrics_csv, output_dir / "history.png", task.main_metric)
+                    plot = save_history_plot(
+                        metrics_csv, output_dir / "history.png", task.main_metric
+                    )
                     if plot is not None:
                         artifacts.append(plot)
                 break
@@ -281,15 +306,17 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
     entries = [_registry.get("task", task_name)] if task_name in _registry.entries("task") else []
     if dm_name in _registry.entries("datamodule"):
         entries.append(_registry.get("datamodule", dm_name))
-    summary.update({
-        "task": task_name,
-        "task_class": f"{type(task).__module__}.{type(task).__qualname__}",
-        "datamodule": dm_name,
-        "seed": int(cfg.seed),
-        "wall_time_s": round(time.time() - started, 3),
-        "output_dir": str(output_dir),
-        "artifacts": sorted(str(p) for p in artifacts),
-        "versions": _versions(entries),
-    })
+    summary.update(
+        {
+            "task": task_name,
+            "task_class": f"{type(task).__module__}.{type(task).__qualname__}",
+            "datamodule": dm_name,
+            "seed": int(cfg.seed),
+            "wall_time_s": round(time.time() - started, 3),
+            "output_dir": str(output_dir),
+            "artifacts": sorted(str(p) for p in artifacts),
+            "versions": _versions(entries),
+        }
+    )
     _write_json(output_dir / "summary.json", summary)
     return summary

@@ -47,8 +47,12 @@ def run(config: DictConfig | str, overrides: Sequence[str] = ()) -> dict[str, An
 
 
 def _describe(entry: _registry.Entry) -> dict[str, str]:
-    return {"value": entry.value, "distribution": entry.distribution, "version": entry.version,
-            "origin": entry.origin}
+    return {
+        "value": entry.value,
+        "distribution": entry.distribution,
+        "version": entry.version,
+        "origin": entry.origin,
+    }
 
 
 def list_tasks() -> dict[str, dict[str, str]]:
@@ -64,8 +68,13 @@ def list_datamodules() -> dict[str, dict[str, str]]:
 def list_presets() -> dict[str, dict[str, str]]:
     """Preset names with description, file and origin."""
     return {
-        name: {"description": p.description, "path": str(p.path), "distribution": p.source.distribution,
-               "version": p.source.version, "origin": p.source.origin}
+        name: {
+            "description": p.description,
+            "path": str(p.path),
+            "distribution": p.source.distribution,
+            "version": p.source.version,
+            "origin": p.source.origin,
+        }
         for name, p in sorted(_registry.presets().items())
     }
 

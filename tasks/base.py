@@ -59,7 +59,8 @@ class BaseTask(L.LightningModule):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ConfigError(
-                f"task.optimizer={optimizer!r} is not supported; expected one of {sorted(OPTIMIZERS)}"
+                f"task.optimizer={optimizer!r} is not supported; "
+                f"expected one of {sorted(OPTIMIZERS)}"
             )
         if scheduler not in SCHEDULERS:
             raise ConfigError(
@@ -120,8 +121,14 @@ class BaseTask(L.LightningModule):
             loss = loss + self.penalty()
         elif stage == "test":
             self.record_test_outputs(output.detach(), y)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=batch_size)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=batch_size,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
@@ -134,7 +141,9 @@ class BaseTask(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self.model_step(batch, "test")
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+    def predict_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.predict_outputs(self(x))
 
@@ -149,16 +158,23 @@ class BaseTask(L.LightningModule):
             return optimizer
         sched = torch.optim.lr_scheduler
         if hp.scheduler == "cosine":
-            scheduler = sched.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs or 1))
+            scheduler = sched.CosineAnnealingLR(
+                optimizer, T_max=max(1, self.trainer.max_epochs or 1)
+            )
         elif hp.scheduler == "step":
             scheduler = sched.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
         elif hp.scheduler == "plateau":
             scheduler = sched.ReduceLROnPlateau(optimizer, factor=hp.gamma, patience=hp.patience)
-            return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
+            }
         else:  # onecycle steps every batch
-            scheduler = sched.OneCycleLR(optimizer, max_lr=hp.lr,
-                                         total_steps=int(self.trainer.estimated_stepping_batches))
-            return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            scheduler = sched.OneCycleLR(
+                optimizer, max_lr=hp.lr, total_steps=int(self.trainer.estimated_stepping_batches)
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -50,9 +50,13 @@ class TabularClassification(BaseTask):
         **kwargs: Any,
     ) -> None:
         if num_classes < 2:
-            raise ConfigError(f"classification needs at least 2 classes, got num_classes={num_classes}")
+            raise ConfigError(
+                f"classification needs at least 2 classes, got num_classes={num_classes}"
+            )
         if penalty_layers not in ("all", "first"):
-            raise ConfigError(f"task.penalty_layers must be 'all' or 'first', got {penalty_layers!r}")
+            raise ConfigError(
+                f"task.penalty_layers must be 'all' or 'first', got {penalty_layers!r}"
+            )
         if l1 < 0 or l2 < 0:
             raise ConfigError(f"weight penalties must be >= 0, got l1={l1}, l2={l2}")
         super().__init__(**kwargs)
@@ -61,8 +65,14 @@ class TabularClassification(BaseTask):
 
     def configure_model(self) -> nn.Module:
         hp = self.hparams
-        return MLP(hp.num_features, hp.num_classes, hp.hidden_sizes, hp.activation, hp.dropout,
-                   hp.batch_norm)
+        return MLP(
+            hp.num_features,
+            hp.num_classes,
+            hp.hidden_sizes,
+            hp.activation,
+            hp.dropout,
+            hp.batch_norm,
+        )
 
     def configure_loss(self) -> nn.Module:
         return nn.CrossEntropyLoss()
@@ -70,20 +80,24 @@ class TabularClassification(BaseTask):
     def configure_metrics(self) -> MetricCollection:
         n = self.hparams.num_classes
         if n == 2:
-            return MetricCollection({
-                "acc": classification.BinaryAccuracy(),
-                "precision": classification.BinaryPrecision(),
-                "recall": classification.BinaryRecall(),
-                "f1": classification.BinaryF1Score(),
-                "auroc": classification.BinaryAUROC(),
-            })
-        return MetricCollection({
-            "acc": classification.MulticlassAccuracy(n, average="micro"),
-            "precision": classification.MulticlassPrecision(n, average="macro"),
-            "recall": classification.MulticlassRecall(n, average="macro"),
-            "f1": classification.MulticlassF1Score(n, average="macro"),
-            "auroc": classification.MulticlassAUROC(n),
-        })
+            return MetricCollection(
+                {
+                    "acc": classification.BinaryAccuracy(),
+                    "precision": classification.BinaryPrecision(),
+                    "recall": classification.BinaryRecall(),
+                    "f1": classification.BinaryF1Score(),
+                    "auroc": classification.BinaryAUROC(),
+                }
+            )
+        return MetricCollection(
+            {
+                "acc": classification.MulticlassAccuracy(n, average="micro"),
+                "precision": classification.MulticlassPrecision(n, average="macro"),
+                "recall": classification.MulticlassRecall(n, average="macro"),
+                "f1": classification.MulticlassF1Score(n, average="macro"),
+                "auroc": classification.MulticlassAUROC(n),
+            }
+        )
 
     def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         prob = output.softmax(dim=-1)
