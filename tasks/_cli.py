@@ -76,8 +76,19 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return (UserError, OmegaConfBaseException, HydraException, MisconfigurationException)
 
 
+def _message(exc: BaseException) -> str:
+    """One line: OmegaConf errors name the config key instead of dumping their fields."""
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    if isinstance(exc, MissingMandatoryValue) and getattr(exc, "full_key", None):
+        return f"missing value for {exc.full_key}: set it with {exc.full_key}=VALUE"
+    if isinstance(exc, OmegaConfBaseException) and getattr(exc, "full_key", None):
+        return f"{getattr(exc, 'msg', None) or exc} (config key: {exc.full_key})"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _fail(exc: BaseException) -> None:
-    message = " ".join(str(exc).split()) or type(exc).__name__
+    message = " ".join(_message(exc).split())
     print(f"error: {message}\n(set {FULL_ERROR_ENV}=1 for the full traceback)", file=sys.stderr)
     sys.exit(2)
 

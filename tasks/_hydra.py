@@ -9,6 +9,9 @@ from tasks import _registry
 PRIMARY_CONFIG_MODULE = "tasks.conf"
 #: Groups that sit in the primary defaults list, so ``+group=x`` and ``group=x`` mean the same.
 DEFAULT_GROUPS = ("task", "experiment", "debug", "trainer", "logger", "callbacks")
+#: Sections whose keys are constructor arguments: any key may be set without ``+``, and the
+#: runner checks it against the class's signature (with a better message than Hydra's).
+ARGUMENT_SECTIONS = ("task", "datamodule")
 
 
 def config_search_paths() -> list[tuple[str, str]]:
@@ -41,7 +44,8 @@ def register_search_path_plugin() -> None:
 
 
 def normalize_overrides(overrides: Sequence[str]) -> list[str]:
-    """Accept ``+task=x`` and ``task=x`` alike, and check preset names before Hydra does.
+    """Accept ``+task=x`` and ``task=x`` alike, let ``task.*``/``datamodule.*`` keys be set
+    whether or not the preset lists them, and check preset names before Hydra does.
 
     Raises:
         UnknownNameError: a ``task=NAME`` names no installed preset (lists close matches).
@@ -50,7 +54,9 @@ def normalize_overrides(overrides: Sequence[str]) -> list[str]:
     for item in overrides:
         key, sep, value = item.partition("=")
         bare = key.lstrip("+")
-        if sep and bare in DEFAULT_GROUPS:
+        if sep and bare.split(".")[0] in ARGUMENT_SECTIONS and "." in bare:
+            item = f"++{bare}={value}"
+        elif sep and bare in DEFAULT_GROUPS:
             item = f"{bare}={value}"
             if bare == "task":
                 for name in _sweep_choices(value):

@@ -8,6 +8,7 @@ import json
 import logging
 import platform
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ MODES = ("train", "test", "predict")
 
 def _container(node: Any) -> Any:
     """Plain Python values (no OmegaConf nodes) so that hparams pickle cleanly."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not OmegaConf.is_config(node):
+        return node
+    return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
 
 
 def accepted_arguments(cls: type) -> set[str] | None:
@@ -229,6 +232,19 @@ def _collate_predictions(batches: list[dict[str, torch.Tensor]]) -> dict[str, to
 
 def execute(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg`` (a composed config) and return the summary that is also saved as JSON."""
+    with warnings.catch_warnings():
+        # The run directory is ours and fresh (Hydra's .hydra/ is already in it), and tasks
+        # log per epoch, so these two Lightning warnings would only alarm users for nothing.
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists")
+        warnings.filterwarnings(
+            "ignore",
+            message=r"The number of training batches .* is smaller "
+            r"than the logging interval",
+        )
+        return _execute(cfg)
+
+
+def _execute(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     mode = cfg.get("mode", "train")
     if mode not in MODES:

@@ -1,0 +1,76 @@
+"""Every listed preset composes, names registered classes with valid arguments, and runs tiny."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks import _registry
+from tasks._runner import accepted_arguments
+from tasks.api import compose, list_presets, run
+
+PRESETS = sorted(list_presets())
+
+
+def test_there_is_at_least_one_preset():
+    assert "breast_cancer_mlp" in PRESETS
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_composes_to_registered_classes(preset):
+    cfg = compose(preset)
+    assert cfg.preset == preset
+    for kind in ("task", "datamodule"):
+        section = cfg[kind]
+        cls = _registry.load(kind, section._name_)
+        accepted = accepted_arguments(cls)
+        unknown = set(section) - {"_name_"} - (accepted or set(section))
+        assert not unknown, f"{preset}: {kind} arguments {unknown} are not accepted by {cls}"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_runs_fit_and_test_on_cpu(preset, tmp_path):
+    cfg = compose(preset, ["debug=fdr", "trainer.accelerator=cpu", f"output_dir={tmp_path}"])
+    summary = run(cfg)
+    assert summary["preset"] == preset
+    assert summary["metrics"], "test metrics were not recorded"
+    assert (tmp_path / "summary.json").is_file()
+    assert (tmp_path / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    "group,option",
+    [
+        ("trainer", "cpu"),
+        ("trainer", "gpu"),
+        ("trainer", "gpu_bf16"),
+        ("trainer", "gpu_fp16"),
+        ("trainer", "ddp"),
+        ("trainer", "ddp_cpu"),
+        ("logger", "tensorboard"),
+        ("logger", "none"),
+        ("callbacks", "none"),
+        ("debug", "tiny"),
+        ("debug", "fdr"),
+    ],
+)
+def test_config_groups_compose(group, option):
+    cfg = compose("breast_cancer_mlp", [f"{group}={option}"])
+    assert cfg.trainer.max_epochs >= 1
+    if (group, option) == ("trainer", "gpu_bf16"):
+        assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accelerator == "gpu"
+    if (group, option) == ("trainer", "ddp_cpu"):
+        assert cfg.trainer.strategy == "ddp" and cfg.trainer.accelerator == "cpu"
+    if (group, option) == ("debug", "tiny"):
+        assert cfg.trainer.max_epochs == 2  # debug overrides the preset's epochs
+
+
+def test_experiment_selects_its_preset():
+    cfg = compose(overrides=["experiment=breast_cancer_logreg"])
+    assert cfg.preset == "breast_cancer_mlp"
+    assert cfg.task.hidden_sizes == [] and cfg.task.optimizer == "sgd"
+
+
+def test_plus_and_plain_task_override_mean_the_same():
+    assert compose(overrides=["+task=breast_cancer_mlp"]) == compose(
+        overrides=["task=breast_cancer_mlp"]
+    )

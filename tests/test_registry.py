@@ -1,0 +1,150 @@
+"""The entry-point registry: built-ins, plugins, duplicates, broken and disabled plugins."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+
+from tasks import _registry
+from tasks.errors import DuplicateNameError, PluginLoadError, UnknownNameError
+
+
+def test_builtins_are_registered_through_entry_points():
+    tasks = _registry.entries("task")
+    assert tasks["tabular_classification"].builtin
+    assert tasks["tabular_classification"].origin == "built-in"
+    assert (
+        _registry.entries("datamodule")["tabular"].value == "datamodules.tabular:TabularDataModule"
+    )
+    assert "breast_cancer_mlp" in _registry.presets()
+
+
+def test_plugin_entry_is_listed_with_its_distribution(add_entry_point):
+    add_entry_point(
+        "task", "echo_task", "tasks.tabular:TabularClassification", "echo-plugin", "2.1"
+    )
+    entry = _registry.get("task", "echo_task")
+    assert not entry.builtin
+    assert entry.origin == "echo-plugin 2.1"
+    assert _registry.load("task", "echo_task").__name__ == "TabularClassification"
+
+
+def test_unknown_name_lists_close_matches_and_everything(add_entry_point):
+    add_entry_point("task", "tabular_regression_x", "tasks.tabular:TabularClassification")
+    with pytest.raises(UnknownNameError) as info:
+        _registry.get("task", "tabular_clasification")
+    message = str(info.value)
+    assert "Did you mean 'tabular_classification'" in message
+    assert "Available tasks: tabular_classification, tabular_regression_x" in message
+
+
+def test_unknown_preset_suggests_the_right_one():
+    with pytest.raises(UnknownNameError, match="Did you mean 'breast_cancer_mlp'"):
+        _registry.get_preset("breast_cancer")
+
+
+def test_duplicate_name_raises_and_names_both_distributions(add_entry_point):
+    add_entry_point("task", "tabular_classification", "other_pkg:Thing", "other-dist", "0.3")
+    with pytest.raises(DuplicateNameError) as info:
+        _registry.entries("task")
+    message = str(info.value)
+    assert "'tabular_classification'" in message
+    assert "lightning-tasks" in message and "other-dist 0.3" in message
+
+
+def test_broken_plugin_is_reported_and_skipped(add_entry_point):
+    add_entry_point("task", "broken_task", "no_such_module_xyz:Task", "broken-dist", "0.1")
+    with pytest.raises(PluginLoadError) as info:
+        _registry.load("task", "broken_task")
+    message = str(info.value)
+    assert "broken-dist 0.1" in message
+    assert "broken_task = 'no_such_module_xyz:Task'" in message
+    assert "ModuleNotFoundError" in message
+    with pytest.warns(UserWarning, match="broken-dist"):
+        loaded, failed = _registry.load_all("task")
+    assert set(failed) == {"broken_task"}
+    assert "tabular_classification" in loaded  # everything else still works
+
+
+def test_plugin_that_raises_on_import_is_reported(add_entry_point, tmp_path, monkeypatch):
+    (tmp_path / "exploding_plugin.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    add_entry_point("datamodule", "exploding", "exploding_plugin:DM", "exploding-dist")
+    with pytest.raises(PluginLoadError, match="RuntimeError: boom at import"):
+        _registry.load("datamodule", "exploding")
+
+
+def test_disable_env_hides_third_party_entries(add_entry_point, monkeypatch):
+    add_entry_point("task", "echo_task", "tasks.tabular:TabularClassification", "echo-plugin")
+    add_entry_point("task", "tabular_classification", "other:Thing", "clashing-plugin")
+    monkeypatch.setenv(_registry.DISABLE_PLUGINS_ENV, "1")
+    _registry.clear_cache()
+    tasks = _registry.entries("task")  # the clash is ignored along with the plugin
+    assert "echo_task" not in tasks
+    assert tasks["tabular_classification"].builtin
+
+
+def test_import_path_names_a_class_without_registration():
+    cls = _registry.load("task", "tasks.tabular:TabularClassification")
+    assert cls.__name__ == "TabularClassification"
+    assert _registry.load("task", "tasks.tabular.TabularClassification") is cls
+
+
+@pytest.fixture
+def plugin_configs(tmp_path, monkeypatch, add_entry_point):
+    """A plugin package whose __init__ must never run while listing presets."""
+    package = tmp_path / "lazy_plugin"
+    (package / "conf" / "task").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('plugin package imported')\n")
+    (package / "conf" / "task" / "plugin_preset.yaml").write_text(
+        "# @package _global_\n# A preset shipped by a plugin.\ntask:\n  _name_: x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    add_entry_point("config", "lazy-plugin", "lazy_plugin.conf", "lazy-plugin", "0.9")
+    return package
+
+
+def test_plugin_presets_are_found_without_importing_the_plugin(plugin_configs):
+    preset = _registry.get_preset("plugin_preset")
+    assert preset.source.origin == "lazy-plugin 0.9"
+    assert preset.description == "A preset shipped by a plugin."
+    assert "lazy_plugin" not in sys.modules
+
+
+def test_duplicate_preset_names_raise(plugin_configs):
+    (plugin_configs / "conf" / "task" / "breast_cancer_mlp.yaml").write_text("{}\n")
+    with pytest.raises(DuplicateNameError, match="breast_cancer_mlp.*lightning-tasks.*lazy-plugin"):
+        _registry.presets()
+
+
+def test_missing_config_package_warns_and_is_skipped(add_entry_point):
+    add_entry_point("config", "ghost", "ghost_package_xyz.conf", "ghost-dist")
+    with pytest.warns(UserWarning, match="ghost-dist"):
+        presets = _registry.presets()
+    assert "breast_cancer_mlp" in presets
+
+
+def test_listing_imports_neither_torch_nor_task_modules():
+    code = textwrap.dedent("""
+        import sys
+        from tasks._cli import main
+        main(["list"])
+        heavy = [m for m in ("torch", "lightning", "tasks.tabular", "datamodules.tabular", "hydra")
+                 if m in sys.modules]
+        assert not heavy, heavy
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "breast_cancer_mlp" in result.stdout
+    assert "tabular_classification" in result.stdout
+
+
+def test_warnings_module_is_quiet_for_healthy_installs():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _registry.clear_cache()
+        assert _registry.presets()

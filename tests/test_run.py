@@ -1,0 +1,237 @@
+"""End-to-end runs: the CLI's run directory, checkpoint reload, test and predict modes, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import run_cli
+
+from datamodules.tabular import TabularDataModule
+from tasks.api import compose, run
+from tasks.errors import ConfigError, DataError, UnknownNameError
+from tasks.tabular import TabularClassification
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """One real CLI training run of the default preset, shared by the tests below."""
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    result = run_cli(
+        "+task=breast_cancer_mlp", "debug=tiny", f"hydra.run.dir={run_dir}", cwd=run_dir.parent
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir
+
+
+def test_cli_run_writes_the_run_directory(cli_run):
+    for name in (
+        "config.yaml",
+        "summary.json",
+        "metrics.csv",
+        "history.png",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        ".hydra/overrides.yaml",
+    ):
+        assert (cli_run / name).is_file(), name
+    summary = json.loads((cli_run / "summary.json").read_text())
+    assert summary["preset"] == "breast_cancer_mlp"
+    assert summary["epochs"] == 2 and summary["seed"] == 42
+    assert 0.0 <= summary["metrics"]["test/acc"] <= 1.0
+    assert summary["versions"]["lightning-tasks"]
+    assert summary["best_checkpoint"].endswith("best.ckpt")
+    config = yaml.safe_load((cli_run / "config.yaml").read_text())
+    assert config["trainer"]["max_epochs"] == 2  # resolved, debug applied
+    assert config["datamodule"]["seed"] == 42  # interpolation resolved
+    metrics = pd.read_csv(cli_run / "metrics.csv")
+    assert {"train/loss", "val/loss", "val/acc", "test/acc"} <= set(metrics.columns)
+    confusion = pd.read_csv(cli_run / "confusion_matrix.csv", index_col=0)
+    assert list(confusion.columns) == ["benign", "malignant"]
+
+
+def test_checkpoint_reload_rebuilds_the_task_alone(cli_run):
+    task = TabularClassification.load_from_checkpoint(cli_run / "checkpoints/best.ckpt")
+    assert task.hparams.num_features == 30 and task.hparams.num_classes == 2
+    assert task.hparams.hidden_sizes == [32, 16]
+    checkpoint = torch.load(cli_run / "checkpoints/best.ckpt", weights_only=True)
+    state = checkpoint["TabularDataModule"]
+    assert len(state["center"]) == 30 and state["classes"] == ["benign", "malignant"]
+
+
+def test_test_mode_reproduces_the_test_figures(cli_run, tmp_path):
+    trained = json.loads((cli_run / "summary.json").read_text())
+    cfg = compose(
+        "breast_cancer_mlp",
+        [
+            "mode=test",
+            f"ckpt_path={cli_run}/checkpoints/best.ckpt",
+            f"output_dir={tmp_path}",
+            "trainer.enable_progress_bar=false",
+            "debug=tiny",
+        ],
+    )
+    summary = run(cfg)
+    assert summary["mode"] == "test"
+    assert summary["metrics"]["test/acc"] == pytest.approx(trained["metrics"]["test/acc"])
+    assert (tmp_path / "confusion_matrix.csv").is_file()
+
+
+def test_predict_mode_keeps_input_order_and_matches_the_model(cli_run, tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame.drop(columns="target")
+    rows = frame.sample(n=37, random_state=3)  # shuffled, so order matters
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    ckpt = cli_run / "checkpoints/best.ckpt"
+    cfg = compose(
+        "breast_cancer_mlp",
+        [
+            "mode=predict",
+            f"ckpt_path={ckpt}",
+            f"datamodule.predict_path={tmp_path}/new.csv",
+            f"output_dir={tmp_path}/out",
+        ],
+    )
+    summary = run(cfg)
+    predictions = pd.read_csv(tmp_path / "out/predictions.csv")
+    assert summary["predictions"]["rows"] == 37
+    assert list(predictions["row"]) == list(range(37))
+    assert set(predictions["pred"]) <= {"benign", "malignant"}
+    # the same rows pushed through the restored preprocessing and model by hand
+    state = torch.load(ckpt, weights_only=True)["TabularDataModule"]
+    x = (rows.to_numpy() - np.asarray(state["center"])) / np.asarray(state["scale"])
+    task = TabularClassification.load_from_checkpoint(ckpt).eval()
+    with torch.no_grad():
+        prob = task(torch.tensor(x, dtype=torch.float32)).softmax(-1).numpy()
+    np.testing.assert_allclose(
+        predictions[["prob_benign", "prob_malignant"]].to_numpy(), prob, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_resume_from_last_checkpoint_continues_training(cli_run, tmp_path):
+    cfg = compose(
+        "breast_cancer_mlp",
+        [
+            "debug=tiny",
+            "trainer.max_epochs=3",
+            f"ckpt_path={cli_run}/checkpoints/last.ckpt",
+            f"output_dir={tmp_path}",
+        ],
+    )
+    summary = run(cfg)
+    assert summary["epochs"] == 3  # resumed at epoch 2, trained one more
+
+
+def test_user_csv_through_the_api(table_csv, tmp_path):
+    cfg = compose(
+        "breast_cancer_mlp",
+        [
+            "datamodule.dataset=null",
+            f"datamodule.path={table_csv}",
+            "datamodule.target=label",
+            "trainer.max_epochs=30",
+            "trainer.enable_progress_bar=false",
+            f"output_dir={tmp_path}",
+            "task.lr=0.01",
+        ],
+    )
+    summary = run(cfg)
+    assert summary["metrics"]["test/acc"] >= 0.8  # the label is a simple function of a and b
+
+
+@pytest.mark.parametrize(
+    "overrides,error,message",
+    [
+        (["mode=predict"], ConfigError, "needs a trained model: pass ckpt_path"),
+        (["mode=serve"], ConfigError, "mode='serve' is not one of train, test, predict"),
+        (["ckpt_path=/no/such.ckpt"], DataError, "no such checkpoint file '/no/such.ckpt'"),
+        (
+            ["+task.lrr=0.1"],
+            ConfigError,
+            "task.lrr is not an argument of tasks.tabular.TabularClassification"
+            ". Did you mean task.lr?",
+        ),
+        (["task.num_classes=3"], ConfigError, "task.num_classes=3 contradicts the data"),
+        (["task.optimizer=adamm"], ConfigError, "task.optimizer='adamm' is not supported"),
+        (
+            ["task._name_=tabular_clasification"],
+            UnknownNameError,
+            "Did you mean 'tabular_classification'",
+        ),
+        (["datamodule.dataset=iriss"], ConfigError, "Did you mean 'iris'"),
+    ],
+)
+def test_bad_configuration_fails_early_with_a_clear_message(overrides, error, message, tmp_path):
+    cfg = compose("breast_cancer_mlp", [*overrides, f"output_dir={tmp_path}", "debug=fdr"])
+    with pytest.raises(error) as info:
+        run(cfg)
+    assert message in str(info.value)
+
+
+def test_cli_without_task_prints_usage_not_a_traceback():
+    result = run_cli()
+    assert result.returncode == 2
+    assert "usage: python -m tasks +task=PRESET" in result.stdout
+    assert "breast_cancer_mlp" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_cli_unknown_preset_is_one_clear_line():
+    result = run_cli("+task=breast_cancer_mpl")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "error: unknown preset 'breast_cancer_mpl'. Did you mean 'breast_cancer_mlp'?"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_user_error_is_one_line_and_trace_on_request(tmp_path):
+    args = ("+task=breast_cancer_mlp", "mode=test", f"hydra.run.dir={tmp_path}/r")
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "error: mode=test needs a trained model: pass ckpt_path=" in result.stderr
+    assert "Traceback" not in result.stderr
+    traced = run_cli(*args, env={"LIGHTNING_TASKS_FULL_ERROR": "1"})
+    assert traced.returncode != 0 and "Traceback" in traced.stderr
+
+
+def test_cli_missing_required_value_is_reported(tmp_path):
+    result = run_cli(
+        "+task=breast_cancer_mlp",
+        "datamodule.dataset=null",
+        "datamodule.path=???",
+        f"hydra.run.dir={tmp_path}/r",
+    )
+    assert result.returncode == 2
+    assert (
+        "error: missing value for datamodule.path: set it with datamodule.path=VALUE"
+        in result.stderr
+    )
+
+
+def test_cli_list_json_names_origins():
+    result = run_cli("list", "--json")
+    assert result.returncode == 0
+    listing = json.loads(result.stdout)
+    assert listing["presets"]["breast_cancer_mlp"]["origin"] == "built-in"
+    assert (
+        listing["tasks"]["tabular_classification"]["value"] == "tasks.tabular:TabularClassification"
+    )
+    assert listing["datamodules"]["tabular"]["distribution"] == "lightning-tasks"
+
+
+def test_datamodule_state_survives_a_round_trip(table_csv):
+    dm = TabularDataModule(path=str(table_csv), target="label", seed=1)
+    dm.setup("fit")
+    restored = TabularDataModule(path=str(table_csv), target="label", seed=1)
+    restored.load_state_dict(dm.state_dict())
+    restored.setup("fit")
+    torch.testing.assert_close(restored.val_data[0], dm.val_data[0])
+    assert restored.class_names == dm.class_names == ["no", "yes"]
