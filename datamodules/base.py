@@ -151,6 +151,9 @@ class BaseDataModule(L.LightningDataModule):
         seed: Seed of the splits and of the per-epoch shuffling.
     """
 
+    #: Constructor arguments that are data, not settings (e.g. a DataFrame): never saved.
+    not_hyperparameters: tuple[str, ...] = ()
+
     def __init__(
         self,
         data_dir: str = "data",
@@ -166,7 +169,7 @@ class BaseDataModule(L.LightningDataModule):
             raise ConfigError(f"datamodule.batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ConfigError(f"datamodule.num_workers must be >= 0, got {num_workers}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=list(self.not_hyperparameters))
         self.train_data: tuple[Tensor, ...] | None = None
         self.val_data: tuple[Tensor, ...] | None = None
         self.test_data: tuple[Tensor, ...] | None = None

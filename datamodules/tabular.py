@@ -1,10 +1,11 @@
-"""Tables: a CSV/TSV/Parquet file, or a table bundled with scikit-learn."""
+"""Tables: a CSV/TSV/Parquet file, a pandas DataFrame, or a table bundled with a dependency."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
-from pathlib import Path
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -12,276 +13,363 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from datamodules._table_prep import (
+    ENCODINGS,
+    DataWarning,
+    TablePreprocessor,
+    check_frame,
+    data_check,
+    missing_column_error,
+    read_table,
+    resolve_column_types,
+)
 from datamodules.base import BaseDataModule, split_indices
 from tasks.errors import ConfigError, DataError
 
-#: Tables that ship with scikit-learn, so their presets run offline on a fresh install.
-SKLEARN_DATASETS = {
-    "breast_cancer": "load_breast_cancer",
-    "iris": "load_iris",
-    "wine": "load_wine",
-    "digits": "load_digits",
+PROBLEMS = ("classification", "regression")
+
+
+def _sklearn(loader: str) -> Callable[[], pd.DataFrame]:
+    def load() -> pd.DataFrame:
+        from sklearn import datasets
+
+        bunch = getattr(datasets, loader)(as_frame=True)
+        frame = bunch.frame.copy()
+        names = getattr(bunch, "target_names", None)
+        if names is not None and loader != "load_diabetes":
+            frame["target"] = np.asarray(names)[frame["target"].to_numpy()]
+        return frame
+
+    return load
+
+
+def _package_csv(name: str) -> Callable[[], pd.DataFrame]:
+    def load() -> pd.DataFrame:
+        with resources.as_file(resources.files("datamodules") / "data" / name) as path:
+            return pd.read_csv(path, keep_default_na=True)
+
+    return load
+
+
+#: Tables that run offline on a fresh install: name -> (loader, default target).
+#: scikit-learn bundles the first five; the last two ship in datamodules/data (see its README).
+TABLES: dict[str, tuple[Callable[[], pd.DataFrame], str]] = {
+    "breast_cancer": (_sklearn("load_breast_cancer"), "target"),
+    "iris": (_sklearn("load_iris"), "target"),
+    "wine": (_sklearn("load_wine"), "target"),
+    "digits": (_sklearn("load_digits"), "target"),
+    "diabetes": (_sklearn("load_diabetes"), "target"),
+    "spambase": (_package_csv("spambase.csv.gz"), "spam"),
+    "davis": (_package_csv("davis_height_weight.csv.gz"), "weight"),
 }
 
 
-def read_table(path: str | Path, option: str = "datamodule.path") -> pd.DataFrame:
-    """Read a CSV, TSV or Parquet file (optionally compressed) with clear errors."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise DataError(f"{option}: no such file {str(file)!r} (resolved to {file.resolve()})")
-    suffixes = [s.lower() for s in file.suffixes]
-    try:
-        if ".parquet" in suffixes or ".pq" in suffixes:
-            try:
-                frame = pd.read_parquet(file)
-            except ImportError as exc:
-                raise DataError(
-                    f"{option}: reading Parquet needs pyarrow: pip install pyarrow ({exc})"
-                ) from exc
-        else:
-            sep = "\t" if ".tsv" in suffixes or ".tab" in suffixes else ","
-            frame = pd.read_csv(file, sep=sep)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{option}: {str(file)!r} is empty") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{option}: {str(file)!r} is not a readable table: {exc}") from exc
-    if frame.empty:
-        raise DataError(f"{option}: {str(file)!r} has a header but no rows")
-    return frame
-
-
-def load_sklearn_table(name: str) -> tuple[pd.DataFrame, str]:
-    """A scikit-learn bundled dataset as a frame with a ``target`` column of class names."""
-    if name not in SKLEARN_DATASETS:
-        close = difflib.get_close_matches(name, list(SKLEARN_DATASETS), n=2)
+def _check_table_name(name: str) -> None:
+    if name not in TABLES:
+        close = difflib.get_close_matches(name, list(TABLES), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
             f"datamodule.dataset={name!r} is not a bundled table.{hint} "
-            f"Available: {', '.join(SKLEARN_DATASETS)}"
+            f"Available: {', '.join(TABLES)}"
         )
-    from sklearn import datasets
-
-    bunch = getattr(datasets, SKLEARN_DATASETS[name])(as_frame=True)
-    frame = bunch.frame.copy()
-    names = getattr(bunch, "target_names", None)
-    if names is not None:
-        frame["target"] = np.asarray(names)[frame["target"].to_numpy()]
-    return frame, "target"
-
-
-def _missing_column_error(option: str, missing: Sequence[str], columns: Sequence[str]) -> DataError:
-    hints = []
-    for col in missing:
-        close = difflib.get_close_matches(col, list(columns), n=1)
-        hints.append(f"{col!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return DataError(
-        f"{option}: column {', '.join(hints)} not found. "
-        f"Available columns: {', '.join(map(str, columns))}"
-    )
 
 
 class TabularDataModule(BaseDataModule):
-    """Rows of a table, split by seed (stratified by class) unless a test file is given.
+    """Rows of a table with a target column, split by seed (stratified for classification).
 
-    Numeric and boolean feature columns are imputed with the training median and
-    standardised with training-split statistics; the label set is encoded once and
-    decoded again in predictions. All of that state is saved with the checkpoint.
+    Column types are inferred (numeric, boolean, categorical) and can be overridden.
+    Numeric columns are median-imputed (with a missing indicator where the training
+    split had gaps) and standardised with training-split statistics; categorical
+    columns are one-hot encoded or integer-coded for embeddings, with an unknown
+    bucket for categories first seen at predict time. Classification labels (strings
+    too) are encoded and decoded back in predictions; regression targets are
+    standardised and predictions returned in original units. All of that state is
+    saved with the checkpoint.
 
     Args:
         path: CSV/TSV/Parquet file with features and the target column.
-        dataset: Instead of ``path``, a table bundled with scikit-learn
-            (``breast_cancer``, ``iris``, ``wine``, ``digits``).
-        target: Name of the label column.
-        features: Feature columns; default every column but the target.
+        dataset: Instead of ``path``, a bundled table: ``breast_cancer``, ``iris``,
+            ``wine``, ``digits``, ``diabetes`` (scikit-learn), ``spambase``, ``davis``.
+        frame: Instead of ``path``, a pandas DataFrame (Python API only; not saved in
+            hyperparameters).
+        target: Label column (classification) or target column(s) (regression).
+        problem: ``classification`` or ``regression``.
+        features: Feature columns; default every column but the target(s) and ``drop_columns``.
+        drop_columns: Columns to ignore (row ids, leaks).
+        column_types: Per-column type overrides, e.g. ``{zip_code: categorical}``.
+        categorical_encoding: ``auto`` (one-hot up to ``max_onehot`` categories, else
+            embedding), ``onehot`` or ``embedding``.
+        max_onehot: Category count up to which ``auto`` one-hot encodes.
         test_path: Optional separate test file (then only train/val are split from ``path``).
-        predict_path: File to predict (needs the feature columns; the target is ignored).
+        predict_path: File to predict (needs the training feature columns).
         **kwargs: Loader and split settings of :class:`~datamodules.base.BaseDataModule`.
     """
+
+    not_hyperparameters = ("frame",)
 
     def __init__(
         self,
         path: str | None = None,
         dataset: str | None = None,
-        target: str | None = None,
+        frame: pd.DataFrame | None = None,
+        target: str | Sequence[str] | None = None,
+        problem: str = "classification",
         features: Sequence[str] | None = None,
+        drop_columns: Sequence[str] = (),
+        column_types: Mapping[str, str] | None = None,
+        categorical_encoding: str = "auto",
+        max_onehot: int = 16,
         test_path: str | None = None,
         predict_path: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if (path is None) == (dataset is None):
+        sources = [
+            name
+            for name, v in (("path", path), ("dataset", dataset), ("frame", frame))
+            if v is not None
+        ]
+        if len(sources) != 1:
             raise ConfigError(
-                "TabularDataModule needs exactly one data source: datamodule.path=FILE "
-                f"or datamodule.dataset=NAME (got path={path!r}, dataset={dataset!r})"
+                "TabularDataModule needs exactly one data source: datamodule.path=FILE or "
+                f"datamodule.dataset=NAME (or frame= from Python); got {sources or 'none'}"
             )
-        if dataset is not None and dataset not in SKLEARN_DATASETS:
-            load_sklearn_table(dataset)  # raises the helpful error
-        if path is not None and target is None:
+        if dataset is not None:
+            _check_table_name(dataset)
+        if dataset is None and not target:
             raise ConfigError(
-                "datamodule.target is required with datamodule.path: "
-                "name the label column, e.g. datamodule.target=label"
+                "datamodule.target is required: name the label column, e.g. datamodule.target=label"
+            )
+        if problem not in PROBLEMS:
+            raise ConfigError(f"datamodule.problem={problem!r}; expected one of {PROBLEMS}")
+        if categorical_encoding not in ENCODINGS:
+            raise ConfigError(
+                f"datamodule.categorical_encoding={categorical_encoding!r}; expected one of "
+                f"{ENCODINGS}"
+            )
+        targets = [target] if isinstance(target, str) else list(target or [])
+        if problem == "classification" and len(targets) > 1:
+            raise ConfigError(
+                f"classification takes one target column, got {targets}; "
+                "several targets are supported for datamodule.problem=regression"
             )
         super().__init__(**kwargs)
-        self._state: dict[str, Any] | None = None
+        self._frame = frame
+        self.prep = TablePreprocessor()
+        self._labels: dict[str, Any] = {}
+        self.data_warnings: list[str] = []
 
-    # -- preprocessing state -------------------------------------------------------------
+    # -- preprocessing state -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return dict(self._state) if self._state is not None else {}
+        return dict(self._state) if self.prep.fitted else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._state = dict(state_dict) if state_dict else None
+        state = dict(state_dict or {})
+        self.prep = TablePreprocessor(state.pop("prep", None))
+        self._labels = state
+
+    @property
+    def _state(self) -> dict[str, Any]:
+        return {"prep": self.prep.state, **self._labels}
+
+    def _require_fitted(self) -> None:
+        if not self.prep.fitted:
+            raise DataError(
+                f"{type(self).__name__} has no fitted preprocessing: call setup('fit') or "
+                "restore it from a checkpoint (ckpt_path=...) first"
+            )
+
+    @property
+    def classification(self) -> bool:
+        return self.hparams.problem == "classification"
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self._labels["targets"])
 
     @property
     def class_names(self) -> list[str]:
-        return [str(c) for c in self._require_state()["classes"]]
+        self._require_fitted()
+        return [str(c) for c in self._labels["classes"]]
 
     def data_facts(self) -> dict[str, Any]:
-        state = self._require_state()
-        return {"num_features": len(state["features"]), "num_classes": len(state["classes"])}
+        self._require_fitted()
+        facts: dict[str, Any] = {
+            "num_features": len(self.prep.feature_names),
+            "categorical_cardinalities": self.prep.cardinalities,
+        }
+        if self.classification:
+            facts["num_classes"] = len(self._labels["classes"])
+            facts["class_counts"] = list(self._labels["class_counts"])
+        else:
+            facts["num_targets"] = len(self._labels["targets"])
+            facts["target_center"] = list(self._labels["target_center"])
+            facts["target_scale"] = list(self._labels["target_scale"])
+        return facts
 
-    def _require_state(self) -> dict[str, Any]:
-        if self._state is None:
-            raise DataError(
-                f"{type(self).__name__} has no fitted preprocessing: call "
-                "setup('fit') or restore it from a checkpoint first"
-            )
-        return self._state
-
-    # -- reading -------------------------------------------------------------------------
-    def _labelled_frame(self) -> tuple[pd.DataFrame, str]:
+    # -- reading -----------------------------------------------------------------------------
+    def _labelled_frame(self) -> tuple[pd.DataFrame, list[str], str]:
         hp = self.hparams
         if hp.dataset is not None:
-            frame, default_target = load_sklearn_table(hp.dataset)
-            return frame, hp.target or default_target
-        return read_table(hp.path), hp.target
+            loader, default_target = TABLES[hp.dataset]
+            target = hp.target or default_target
+            frame, where = loader(), f"datamodule.dataset={hp.dataset}"
+        elif self._frame is not None:
+            frame, target, where = self._frame, hp.target, "datamodule frame"
+            check_frame(frame, where)
+        else:
+            frame, target, where = read_table(hp.path), hp.target, "datamodule.path"
+        targets = [target] if isinstance(target, str) else list(target)
+        return frame, targets, where
 
-    def _feature_columns(self, frame: pd.DataFrame, target: str, option: str) -> list[str]:
-        if self.hparams.features is not None:
-            features = [str(c) for c in self.hparams.features]
+    def _feature_columns(self, frame: pd.DataFrame, targets: list[str], where: str) -> list[str]:
+        hp = self.hparams
+        drop = [str(c) for c in hp.drop_columns]
+        missing = [c for c in drop if c not in frame.columns]
+        if missing:
+            raise missing_column_error("datamodule.drop_columns", missing, list(frame.columns))
+        if hp.features is not None:
+            features = [str(c) for c in hp.features]
             missing = [c for c in features if c not in frame.columns]
             if missing:
-                raise _missing_column_error(option, missing, list(frame.columns))
-            if target in features:
-                raise ConfigError(f"datamodule.features contains the target column {target!r}")
+                raise missing_column_error(
+                    f"{where} (datamodule.features)", missing, list(frame.columns)
+                )
+            clash = [c for c in features if c in targets]
+            if clash:
+                raise ConfigError(f"datamodule.features contains the target column(s) {clash}")
         else:
-            features = [str(c) for c in frame.columns if c != target]
+            features = [str(c) for c in frame.columns if c not in targets and c not in drop]
         if not features:
-            raise DataError(f"{option}: no feature columns besides the target {target!r}")
-        bad = [
-            f"{c!r} ({frame[c].dtype})"
-            for c in features
-            if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
-        ]
-        if bad:
-            raise DataError(
-                f"{option}: feature columns must be numeric or boolean; {', '.join(bad)} "
-                "are not. Encode them as numbers, or choose the numeric columns with "
-                "datamodule.features=[...]"
-            )
+            raise DataError(f"{where}: no feature columns besides the target {targets}")
         return features
 
-    def _check_target(self, frame: pd.DataFrame, target: str, option: str) -> None:
-        if target not in frame.columns:
-            raise _missing_column_error(
-                f"{option} (datamodule.target)", [target], list(frame.columns)
-            )
-        missing = frame[target].isna().to_numpy()
-        if missing.any():
-            rows = np.flatnonzero(missing)[:5].tolist()
-            raise DataError(
-                f"{option}: target column {target!r} is empty in {int(missing.sum())} "
-                f"rows (first rows: {rows}); drop or fill them"
-            )
-
-    def _fit_state(
-        self, train: pd.DataFrame, labels: pd.Series, features: list[str], target: str
-    ) -> dict[str, Any]:
-        values = train[features].astype("float64")
-        fill = values.median().fillna(0.0)
-        filled = values.fillna(fill)
-        center = filled.mean()
-        scale = filled.std(ddof=0).replace(0.0, 1.0).fillna(1.0)
-        classes = sorted(pd.unique(labels).tolist(), key=lambda v: (str(type(v)), v))
-        return {
-            "target": target,
-            "features": features,
-            "fill": fill.tolist(),
-            "center": center.tolist(),
-            "scale": scale.tolist(),
-            "classes": classes,
-        }
-
-    def _features_tensor(self, frame: pd.DataFrame, option: str) -> Tensor:
-        state = self._require_state()
-        missing = [c for c in state["features"] if c not in frame.columns]
+    def _check_targets(self, frame: pd.DataFrame, targets: list[str], where: str) -> None:
+        missing = [t for t in targets if t not in frame.columns]
         if missing:
-            raise _missing_column_error(option, missing, list(frame.columns))
-        try:
-            values = frame[state["features"]].astype("float64").to_numpy()
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{option}: feature columns must be numeric: {exc}") from exc
-        values = np.where(np.isnan(values), np.asarray(state["fill"]), values)
-        values = (values - np.asarray(state["center"])) / np.asarray(state["scale"])
-        return torch.from_numpy(values.astype(np.float32))
+            raise missing_column_error(f"{where} (datamodule.target)", missing, list(frame.columns))
+        for target in targets:
+            empty = frame[target].isna().to_numpy()
+            if empty.any():
+                rows = np.flatnonzero(empty)[:5].tolist()
+                raise DataError(
+                    f"{where}: target column {target!r} is empty in {int(empty.sum())} rows "
+                    f"(first rows: {rows}); drop or fill them"
+                )
+            if not self.classification and not pd.api.types.is_numeric_dtype(frame[target]):
+                bad = pd.to_numeric(frame[target], errors="coerce").isna().to_numpy()
+                shown = frame[target][bad].head(3).tolist()
+                raise DataError(
+                    f"{where}: regression target {target!r} must be numeric; found "
+                    f"{shown} in {int(bad.sum())} rows. Use datamodule.problem=classification "
+                    "for labels"
+                )
+        if self.classification:
+            classes = frame[targets[0]].unique()
+            if len(classes) < 2:
+                raise DataError(
+                    f"{where}: target {targets[0]!r} has a single class {classes[0]!r}; "
+                    "classification needs at least two (is this the right column or file?)"
+                )
 
-    def _labels_tensor(self, labels: pd.Series, option: str) -> Tensor:
-        classes = self._require_state()["classes"]
+    def _fit_labels(self, train: pd.DataFrame, frame: pd.DataFrame, targets: list[str]) -> None:
+        labels: dict[str, Any] = {"targets": targets}
+        if self.classification:
+            # the label set comes from all labelled rows (not a statistic of the features),
+            # so that a rare class falling outside the training split is still known
+            classes = sorted(pd.unique(frame[targets[0]]).tolist(), key=lambda v: (str(type(v)), v))
+            counts = train[targets[0]].value_counts()
+            labels["classes"] = classes
+            labels["class_counts"] = [int(counts.get(c, 0)) for c in classes]
+        else:
+            values = train[targets].to_numpy(dtype=np.float64)
+            scale = values.std(axis=0)
+            labels["target_center"] = values.mean(axis=0).tolist()
+            labels["target_scale"] = np.where(scale > 0, scale, 1.0).tolist()
+        self._labels = labels
+
+    def _target_tensor(self, frame: pd.DataFrame, where: str) -> Tensor:
+        targets = self._labels["targets"]
+        if not self.classification:
+            values = frame[targets].to_numpy(dtype=np.float64)
+            center = np.asarray(self._labels["target_center"])
+            scale = np.asarray(self._labels["target_scale"])
+            scaled = torch.from_numpy(((values - center) / scale).astype(np.float32))
+            return scaled.squeeze(1) if len(targets) == 1 else scaled
+        classes = self._labels["classes"]
         index = {c: i for i, c in enumerate(classes)}
+        labels = frame[targets[0]]
         unknown = sorted({str(v) for v in labels if v not in index})
         if unknown:
             raise DataError(
-                f"{option}: labels {unknown[:10]} were not seen in the training "
-                f"data (known: {[str(c) for c in classes]})"
+                f"{where}: labels {unknown[:10]} were not seen in the training data "
+                f"(known: {[str(c) for c in classes]})"
             )
         return torch.tensor([index[v] for v in labels], dtype=torch.long)
 
-    # -- Lightning hooks -----------------------------------------------------------------
+    # -- Lightning hooks ---------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         if stage == "predict":
-            if hp.predict_path is None:
-                raise ConfigError("predicting needs datamodule.predict_path=FILE")
-            frame = read_table(hp.predict_path, "datamodule.predict_path")
-            self.predict_data = (self._features_tensor(frame, "datamodule.predict_path"),)
+            self._setup_predict()
             return
         if self.train_data is not None:
             return
-        option = "datamodule.dataset" if hp.dataset is not None else "datamodule.path"
-        frame, target = self._labelled_frame()
-        self._check_target(frame, target, option)
-        features = self._feature_columns(frame, target, option)
+        frame, targets, where = self._labelled_frame()
+        self._check_targets(frame, targets, where)
+        features = self._feature_columns(frame, targets, where)
         test_frac = 0.0 if hp.test_path is not None else hp.test_fraction
+        stratify = frame[targets[0]].to_numpy() if self.classification else None
         train_idx, val_idx, test_idx = split_indices(
-            len(frame), hp.val_fraction, test_frac, hp.seed, stratify=frame[target].to_numpy()
+            len(frame), hp.val_fraction, test_frac, hp.seed, stratify=stratify
         )
         if len(train_idx) == 0 or len(val_idx) == 0:
             raise DataError(
-                f"{option}: {len(frame)} rows are too few to split into train and "
-                f"validation sets (val_fraction={hp.val_fraction})"
+                f"{where}: {len(frame)} rows are too few to split into train and validation "
+                f"sets (val_fraction={hp.val_fraction})"
             )
         train = frame.iloc[train_idx]
-        if self._state is None:
-            self._state = self._fit_state(train, frame[target], features, target)
+        if not self.prep.fitted:
+            types = resolve_column_types(frame, features, hp.column_types, where)
+            self.data_warnings = data_check(frame, features, targets, self.classification)
+            for message in self.data_warnings:
+                warnings.warn(f"{where}: {message}", DataWarning, stacklevel=2)
+            self.prep.fit(train, features, types, hp.categorical_encoding, hp.max_onehot)
+            self._fit_labels(train, frame, targets)
         parts = {"train": train, "val": frame.iloc[val_idx]}
         if hp.test_path is not None:
             test_frame = read_table(hp.test_path, "datamodule.test_path")
-            self._check_target(test_frame, target, "datamodule.test_path")
+            self._check_targets(test_frame, targets, "datamodule.test_path")
             parts["test"] = test_frame
         elif len(test_idx):
             parts["test"] = frame.iloc[test_idx]
         for name, part in parts.items():
-            tensors = (
-                self._features_tensor(part, option),
-                self._labels_tensor(part[target], option),
+            option = "datamodule.test_path" if name == "test" and hp.test_path else where
+            x_num, x_cat = self.prep.transform(part, option)
+            setattr(self, f"{name}_data", (x_num, x_cat, self._target_tensor(part, option)))
+
+    def _setup_predict(self) -> None:
+        hp = self.hparams
+        if hp.predict_path is None:
+            raise ConfigError("predicting needs datamodule.predict_path=FILE")
+        self._require_fitted()
+        frame = read_table(hp.predict_path, "datamodule.predict_path")
+        known = set(self.prep.features) | set(self._labels["targets"])
+        extra = [str(c) for c in frame.columns if c not in known]
+        if extra:
+            warnings.warn(
+                f"datamodule.predict_path: ignoring columns not used in training: {extra}",
+                DataWarning,
+                stacklevel=2,
             )
-            setattr(self, f"{name}_data", tensors)
+        self.predict_data = self.prep.transform(frame, "datamodule.predict_path")
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
-        names = self.class_names
-        pred = outputs["pred"].cpu().numpy()
-        frame = pd.DataFrame(
-            {"pred": np.asarray(self._require_state()["classes"], dtype=object)[pred]}
-        )
+        if not self.classification:
+            pred = outputs["pred"].cpu().numpy().reshape(len(outputs["pred"]), -1)
+            return pd.DataFrame({f"pred_{t}": pred[:, j] for j, t in enumerate(self.targets)})
+        classes = np.asarray(self._labels["classes"], dtype=object)
+        frame = pd.DataFrame({"pred": classes[outputs["pred"].cpu().numpy()]})
         prob = outputs["prob"].cpu().numpy()
-        for j, name in enumerate(names):
+        for j, name in enumerate(self.class_names):
             frame[f"prob_{name}"] = prob[:, j]
         return frame

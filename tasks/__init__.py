@@ -24,6 +24,7 @@ _PUBLIC = {
     # task classes
     "BaseTask": "tasks.base",
     "TabularClassification": "tasks.tabular",
+    "TabularRegression": "tasks.tabular",
     # errors
     "UserError": "tasks.errors",
     "ConfigError": "tasks.errors",
@@ -67,4 +68,4 @@ if TYPE_CHECKING:  # pragma: no cover
         UnknownNameError,
         UserError,
     )
-    from tasks.tabular import TabularClassification
+    from tasks.tabular import TabularClassification, TabularRegression

@@ -108,3 +108,32 @@ def save_confusion_matrix(matrix: Any, class_names: list[str], output_dir: Path)
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
     return [csv_path, png_path]
+
+
+def save_regression_plots(pred: Any, true: Any, names: list[str], output_dir: Path) -> list[Path]:
+    """Predicted vs true (with the identity line) and residuals, one row per target."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(names), 2, figsize=(10, 4 * len(names)), squeeze=False)
+    for j, name in enumerate(names):
+        p, t = pred[:, j], true[:, j]
+        ax = axes[j][0]
+        ax.scatter(t, p, s=10, alpha=0.6)
+        low, high = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([low, high], [low, high], "k--", linewidth=1, label="perfect")
+        ax.set_xlabel(f"true {name}")
+        ax.set_ylabel(f"predicted {name}")
+        ax.set_title(f"{name}: predicted vs true (test)")
+        ax.legend()
+        ax = axes[j][1]
+        ax.scatter(p, p - t, s=10, alpha=0.6)
+        ax.axhline(0.0, color="k", linestyle="--", linewidth=1)
+        ax.set_xlabel(f"predicted {name}")
+        ax.set_ylabel("residual (predicted - true)")
+        ax.set_title(f"{name}: residuals (test)")
+        for a in axes[j]:
+            a.grid(alpha=0.3)
+    fig.tight_layout()
+    path = output_dir / "predictions_vs_truth.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]

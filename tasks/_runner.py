@@ -300,9 +300,16 @@ def _execute(cfg: DictConfig) -> dict[str, Any]:
             summary["predictions"] = {"path": str(path), "rows": len(frame)}
 
     if mode in ("train", "test"):
+        logged = trainer.callback_metrics
         summary["metrics"] = _scalar_metrics(
-            {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            {k: v for k, v in logged.items() if k.startswith("test/")}
         )
+        baseline = _scalar_metrics({k: v for k, v in logged.items() if k.startswith("baseline/")})
+        if baseline:
+            summary["baseline"] = baseline
+        data_warnings = getattr(datamodule, "data_warnings", None)
+        if data_warnings:
+            summary["data_warnings"] = list(data_warnings)
         if trainer.is_global_zero:
             artifacts += task.save_artifacts(output_dir, datamodule)
     if trainer.is_global_zero:

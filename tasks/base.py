@@ -75,6 +75,7 @@ class BaseTask(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.baseline_metrics = metrics.clone(prefix="baseline/")
 
     # -- what subclasses provide -------------------------------------------------------
     def configure_model(self) -> nn.Module:
@@ -95,6 +96,14 @@ class BaseTask(L.LightningModule):
         """Per-row prediction columns from the network output."""
         return {"pred": output}
 
+    def baseline_output(self, output: Tensor) -> Tensor | None:
+        """What a trivial model (majority class, training mean) would output for this batch.
+
+        Its test metrics are logged as ``baseline/*`` beside ``test/*`` so that a user sees
+        whether the network learnt anything. None means no baseline.
+        """
+        return None
+
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
         """Accumulate test-only state (e.g. a confusion matrix) for :meth:`save_artifacts`."""
 
@@ -107,12 +116,13 @@ class BaseTask(L.LightningModule):
         return []
 
     # -- the one shared step -------------------------------------------------------------
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.model(*inputs)
 
     def model_step(self, batch: Any, stage: str) -> Tensor:
-        x, y = batch[0], batch[1]
-        output = self(x)
+        """Loss and metrics of one batch ``(*inputs, target)``, for every stage."""
+        *inputs, y = batch
+        output = self(*inputs)
         loss = self.criterion(output, y)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(*self.metric_inputs(output.detach(), y))
@@ -121,6 +131,12 @@ class BaseTask(L.LightningModule):
             loss = loss + self.penalty()
         elif stage == "test":
             self.record_test_outputs(output.detach(), y)
+            baseline = self.baseline_output(output.detach())
+            if baseline is not None:
+                self.baseline_metrics.update(*self.metric_inputs(baseline, y))
+                self.log_dict(
+                    self.baseline_metrics, on_step=False, on_epoch=True, batch_size=len(y)
+                )
         self.log(
             f"{stage}/loss",
             loss,
@@ -144,8 +160,8 @@ class BaseTask(L.LightningModule):
     def predict_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Tensor]:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.predict_outputs(self(x))
+        inputs = batch if isinstance(batch, (tuple, list)) else (batch,)
+        return self.predict_outputs(self(*inputs))
 
     # -- optimisation --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

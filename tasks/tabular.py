@@ -1,4 +1,4 @@
-"""Tabular problems: classification of rows of a table with an MLP."""
+"""Tabular problems: classification and regression of table rows with an MLP."""
 
 from __future__ import annotations
 
@@ -9,27 +9,90 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection, classification
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import classification as cm
 
-from tasks._plots import save_confusion_matrix
+from tasks._plots import save_confusion_matrix, save_regression_plots
 from tasks.base import BaseTask
 from tasks.errors import ConfigError
-from tasks.nets import MLP
+from tasks.nets import TabularNet
+
+LOSSES = ("mse", "mae", "huber")
 
 
-class TabularClassification(BaseTask):
+class _TabularTask(BaseTask):
+    """The network and weight penalties shared by the two tabular tasks."""
+
+    def __init__(
+        self,
+        num_features: int = 4,
+        categorical_cardinalities: Sequence[int] = (),
+        hidden_sizes: Sequence[int] = (64,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        embedding_dim: int | None = None,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        penalty_layers: str = "all",
+        **kwargs: Any,
+    ) -> None:
+        if penalty_layers not in ("all", "first"):
+            raise ConfigError(
+                f"task.penalty_layers must be 'all' or 'first', got {penalty_layers!r}"
+            )
+        if l1 < 0 or l2 < 0:
+            raise ConfigError(f"weight penalties must be >= 0, got l1={l1}, l2={l2}")
+        super().__init__(**kwargs)
+        self.example_input_array = (
+            torch.zeros(2, num_features),
+            torch.zeros(2, len(categorical_cardinalities), dtype=torch.long),
+        )
+
+    @property
+    def out_features(self) -> int:
+        raise NotImplementedError
+
+    def configure_model(self) -> nn.Module:
+        hp = self.hparams
+        return TabularNet(
+            hp.num_features,
+            self.out_features,
+            hp.categorical_cardinalities,
+            hp.embedding_dim,
+            hidden_sizes=hp.hidden_sizes,
+            activation=hp.activation,
+            dropout=hp.dropout,
+            batch_norm=hp.batch_norm,
+        )
+
+    def penalty(self) -> Tensor | float:
+        """Keras-style ``kernel_regularizer``: ``l1 * sum|w| + l2 * sum(w**2)`` (not weight decay)."""
+        hp = self.hparams
+        if not (hp.l1 or hp.l2):
+            return 0.0
+        linears = self.model.mlp.linears
+        chosen = linears[:1] if hp.penalty_layers == "first" else linears
+        return sum(hp.l1 * m.weight.abs().sum() + hp.l2 * m.weight.pow(2).sum() for m in chosen)
+
+
+class TabularClassification(_TabularTask):
     """Binary or multiclass classification of table rows.
 
     Args:
-        num_features: Input width (set from the datamodule).
+        num_features: Numeric input width (set from the datamodule).
+        categorical_cardinalities: Codes per embedded column (set from the datamodule).
         num_classes: Number of classes (set from the datamodule); 2 is binary.
-        hidden_sizes: Hidden layer widths of the MLP; ``[]`` gives logistic regression.
+        class_counts: Training rows per class (set from the datamodule); used for
+            ``class_weights=balanced`` and the majority-class baseline.
+        class_weights: ``none``, ``balanced`` (inverse class frequency), or one weight per class.
+        hidden_sizes: Hidden layer widths; ``[]`` gives (multinomial) logistic regression.
         activation: Hidden activation name.
         dropout: Dropout after each hidden layer.
         batch_norm: Batch-normalise hidden layers.
+        embedding_dim: Width of categorical embeddings (None: from each cardinality).
         l1: L1 weight penalty added to the training loss.
-        l2: L2 weight penalty added to the training loss (Keras ``kernel_regularizer`` style:
-            ``l2 * sum(w**2)``, not weight decay).
+        l2: L2 weight penalty added to the training loss (``l2 * sum(w**2)``).
         penalty_layers: ``all`` dense layers, or only the ``first`` (as the reference spam net).
         **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
     """
@@ -38,64 +101,68 @@ class TabularClassification(BaseTask):
 
     def __init__(
         self,
-        num_features: int = 4,
         num_classes: int = 2,
-        hidden_sizes: Sequence[int] = (64,),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        l1: float = 0.0,
-        l2: float = 0.0,
-        penalty_layers: str = "all",
+        class_counts: Sequence[int] = (),
+        class_weights: str | Sequence[float] = "none",
         **kwargs: Any,
     ) -> None:
         if num_classes < 2:
             raise ConfigError(
                 f"classification needs at least 2 classes, got num_classes={num_classes}"
             )
-        if penalty_layers not in ("all", "first"):
+        if class_counts and len(class_counts) != num_classes:
             raise ConfigError(
-                f"task.penalty_layers must be 'all' or 'first', got {penalty_layers!r}"
+                f"class_counts has {len(class_counts)} entries for {num_classes} classes"
             )
-        if l1 < 0 or l2 < 0:
-            raise ConfigError(f"weight penalties must be >= 0, got l1={l1}, l2={l2}")
+        if isinstance(class_weights, str):
+            if class_weights not in ("none", "balanced"):
+                raise ConfigError(
+                    f"task.class_weights={class_weights!r}; expected none, balanced or a list"
+                )
+        elif len(class_weights) != num_classes:
+            raise ConfigError(
+                f"task.class_weights has {len(class_weights)} entries for {num_classes} classes"
+            )
         super().__init__(**kwargs)
-        self.test_confusion = classification.MulticlassConfusionMatrix(num_classes)
-        self.example_input_array = torch.zeros(2, num_features)
+        self.test_confusion = cm.MulticlassConfusionMatrix(num_classes)
 
-    def configure_model(self) -> nn.Module:
+    @property
+    def out_features(self) -> int:
+        return self.hparams.num_classes
+
+    def _weights(self) -> Tensor | None:
         hp = self.hparams
-        return MLP(
-            hp.num_features,
-            hp.num_classes,
-            hp.hidden_sizes,
-            hp.activation,
-            hp.dropout,
-            hp.batch_norm,
-        )
+        if isinstance(hp.class_weights, str):
+            if hp.class_weights == "none":
+                return None
+            if not hp.class_counts:
+                raise ConfigError("class_weights=balanced needs class_counts from the datamodule")
+            counts = torch.tensor(hp.class_counts, dtype=torch.float).clamp(min=1)
+            return counts.sum() / (len(counts) * counts)
+        return torch.tensor(hp.class_weights, dtype=torch.float)
 
     def configure_loss(self) -> nn.Module:
-        return nn.CrossEntropyLoss()
+        return nn.CrossEntropyLoss(weight=self._weights())
 
     def configure_metrics(self) -> MetricCollection:
         n = self.hparams.num_classes
         if n == 2:
             return MetricCollection(
                 {
-                    "acc": classification.BinaryAccuracy(),
-                    "precision": classification.BinaryPrecision(),
-                    "recall": classification.BinaryRecall(),
-                    "f1": classification.BinaryF1Score(),
-                    "auroc": classification.BinaryAUROC(),
+                    "acc": cm.BinaryAccuracy(),
+                    "precision": cm.BinaryPrecision(),
+                    "recall": cm.BinaryRecall(),
+                    "f1": cm.BinaryF1Score(),
+                    "auroc": cm.BinaryAUROC(),
                 }
             )
         return MetricCollection(
             {
-                "acc": classification.MulticlassAccuracy(n, average="micro"),
-                "precision": classification.MulticlassPrecision(n, average="macro"),
-                "recall": classification.MulticlassRecall(n, average="macro"),
-                "f1": classification.MulticlassF1Score(n, average="macro"),
-                "auroc": classification.MulticlassAUROC(n),
+                "acc": cm.MulticlassAccuracy(n, average="micro"),
+                "precision": cm.MulticlassPrecision(n, average="macro"),
+                "recall": cm.MulticlassRecall(n, average="macro"),
+                "f1": cm.MulticlassF1Score(n, average="macro"),
+                "auroc": cm.MulticlassAUROC(n),
             }
         )
 
@@ -103,26 +170,122 @@ class TabularClassification(BaseTask):
         prob = output.softmax(dim=-1)
         return (prob[:, 1] if self.hparams.num_classes == 2 else prob), target
 
+    def baseline_output(self, output: Tensor) -> Tensor | None:
+        counts = self.hparams.class_counts
+        if not counts:
+            return None
+        prior = torch.tensor(counts, dtype=output.dtype, device=output.device).clamp(min=1e-3)
+        # log-prior logits: predicts the majority class, ranks every row the same (AUROC 0.5)
+        return prior.log().expand_as(output)
+
     def predict_outputs(self, output: Tensor) -> dict[str, Tensor]:
         prob = output.softmax(dim=-1)
         return {"pred": prob.argmax(dim=-1), "prob": prob}
 
-    def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
-        self.test_confusion.update(output.argmax(dim=-1), target)
-
-    def penalty(self) -> Tensor | float:
-        hp = self.hparams
-        if not (hp.l1 or hp.l2):
-            return 0.0
-        linears = self.model.linears
-        weights = [m.weight for m in (linears[:1] if hp.penalty_layers == "first" else linears)]
-        total = sum(hp.l1 * w.abs().sum() + hp.l2 * w.pow(2).sum() for w in weights)
-        return total
-
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
+
+    def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        self.test_confusion.update(output.argmax(dim=-1), target)
 
     def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
         matrix = self.test_confusion.compute().cpu()
         names = getattr(datamodule, "class_names", None) or [str(i) for i in range(len(matrix))]
         return save_confusion_matrix(matrix, [str(n) for n in names], output_dir)
+
+
+class TabularRegression(_TabularTask):
+    """Regression of one or several numeric targets from table rows.
+
+    The network predicts standardised targets; metrics, plots and predictions are in
+    the original units (``target_center``/``target_scale`` come from the datamodule).
+
+    Args:
+        num_targets: Number of target columns (set from the datamodule).
+        target_center: Training mean of each target (set from the datamodule).
+        target_scale: Training standard deviation of each target (set from the datamodule).
+        loss: ``mse``, ``mae`` or ``huber`` (robust to a few wild rows).
+        huber_delta: Where ``huber`` turns from quadratic to linear, in standard deviations.
+        **kwargs: Network and penalty settings as for :class:`TabularClassification`,
+            optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
+    """
+
+    main_metric = "r2"
+
+    def __init__(
+        self,
+        num_targets: int = 1,
+        target_center: Sequence[float] = (),
+        target_scale: Sequence[float] = (),
+        loss: str = "mse",
+        huber_delta: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        if loss not in LOSSES:
+            raise ConfigError(f"task.loss={loss!r}; expected one of {LOSSES}")
+        for name, values in (("target_center", target_center), ("target_scale", target_scale)):
+            if values and len(values) != num_targets:
+                raise ConfigError(f"{name} has {len(values)} entries for {num_targets} targets")
+        super().__init__(**kwargs)
+        center = torch.tensor(list(target_center) or [0.0] * num_targets, dtype=torch.float)
+        scale = torch.tensor(list(target_scale) or [1.0] * num_targets, dtype=torch.float)
+        self.register_buffer("target_center", center, persistent=False)
+        self.register_buffer("target_scale", scale, persistent=False)
+        self._test_pairs: list[tuple[Tensor, Tensor]] = []
+
+    @property
+    def out_features(self) -> int:
+        return self.hparams.num_targets
+
+    def configure_loss(self) -> nn.Module:
+        loss = self.hparams.loss
+        if loss == "huber":
+            return nn.HuberLoss(delta=self.hparams.huber_delta)
+        return nn.MSELoss() if loss == "mse" else nn.L1Loss()
+
+    def configure_metrics(self) -> MetricCollection:
+        n = self.hparams.num_targets
+        return MetricCollection(
+            {
+                "mse": MeanSquaredError(num_outputs=n),
+                "rmse": MeanSquaredError(squared=False, num_outputs=n),
+                "mae": MeanAbsoluteError(num_outputs=n),
+                "r2": R2Score(multioutput="uniform_average") if n > 1 else R2Score(),
+            }
+        )
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        out = self.model(*inputs)
+        return out.squeeze(-1) if self.hparams.num_targets == 1 else out
+
+    def unscale(self, values: Tensor) -> Tensor:
+        """Standardised predictions or targets back in original units."""
+        if self.hparams.num_targets == 1:
+            return values * self.target_scale[0] + self.target_center[0]
+        return values * self.target_scale + self.target_center
+
+    def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        return self.unscale(output), self.unscale(target)
+
+    def baseline_output(self, output: Tensor) -> Tensor | None:
+        return torch.zeros_like(output)  # the training mean, in standardised units
+
+    def predict_outputs(self, output: Tensor) -> dict[str, Tensor]:
+        return {"pred": self.unscale(output)}
+
+    def on_test_epoch_start(self) -> None:
+        self._test_pairs = []
+
+    def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        pred, true = self.metric_inputs(output, target)
+        self._test_pairs.append((pred.cpu(), true.cpu()))
+
+    def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
+        if not self._test_pairs:
+            return []
+        pred = torch.cat([p for p, _ in self._test_pairs]).reshape(-1, self.hparams.num_targets)
+        true = torch.cat([t for _, t in self._test_pairs]).reshape(-1, self.hparams.num_targets)
+        names = getattr(datamodule, "targets", None) or [
+            f"target_{j}" for j in range(self.hparams.num_targets)
+        ]
+        return save_regression_plots(pred.numpy(), true.numpy(), list(names), output_dir)

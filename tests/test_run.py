@@ -62,7 +62,7 @@ def test_checkpoint_reload_rebuilds_the_task_alone(cli_run):
     assert task.hparams.hidden_sizes == [32, 16]
     checkpoint = torch.load(cli_run / "checkpoints/best.ckpt", weights_only=True)
     state = checkpoint["TabularDataModule"]
-    assert len(state["center"]) == 30 and state["classes"] == ["benign", "malignant"]
+    assert len(state["prep"]["center"]) == 30 and state["classes"] == ["benign", "malignant"]
 
 
 def test_test_mode_reproduces_the_test_figures(cli_run, tmp_path):
@@ -105,8 +105,8 @@ def test_predict_mode_keeps_input_order_and_matches_the_model(cli_run, tmp_path)
     assert list(predictions["row"]) == list(range(37))
     assert set(predictions["pred"]) <= {"benign", "malignant"}
     # the same rows pushed through the restored preprocessing and model by hand
-    state = torch.load(ckpt, weights_only=True)["TabularDataModule"]
-    x = (rows.to_numpy() - np.asarray(state["center"])) / np.asarray(state["scale"])
+    prep = torch.load(ckpt, weights_only=True)["TabularDataModule"]["prep"]
+    x = (rows.to_numpy() - np.asarray(prep["center"])) / np.asarray(prep["scale"])
     task = TabularClassification.load_from_checkpoint(ckpt).eval()
     with torch.no_grad():
         prob = task(torch.tensor(x, dtype=torch.float32)).softmax(-1).numpy()

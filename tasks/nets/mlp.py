@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from tasks.errors import ConfigError
@@ -75,3 +76,36 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+
+class TabularNet(nn.Module):
+    """An :class:`MLP` over numeric columns plus one embedding per integer-coded column.
+
+    Args:
+        num_features: Width of the numeric input (one-hot columns included).
+        out_features: Output width.
+        cardinalities: Number of codes of each embedded column (unknown bucket included).
+        embedding_dim: Width of every embedding; None picks ``min(16, (cardinality + 1) // 2)``.
+        **mlp: Hidden sizes, activation, dropout and batch norm of the :class:`MLP`.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        out_features: int,
+        cardinalities: Sequence[int] = (),
+        embedding_dim: int | None = None,
+        **mlp: object,
+    ) -> None:
+        super().__init__()
+        dims = [embedding_dim or min(16, (int(c) + 1) // 2) for c in cardinalities]
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(int(c), d) for c, d in zip(cardinalities, dims)
+        )
+        self.mlp = MLP(num_features + sum(dims), out_features, **mlp)  # type: ignore[arg-type]
+
+    def forward(self, x_num: Tensor, x_cat: Tensor | None = None) -> Tensor:
+        if self.embeddings and x_cat is not None:
+            embedded = [emb(x_cat[:, j]) for j, emb in enumerate(self.embeddings)]
+            x_num = torch.cat([x_num, *embedded], dim=1)
+        return self.mlp(x_num)
