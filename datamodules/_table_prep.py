@@ -241,7 +241,8 @@ class TablePreprocessor:
             infinite = np.isinf(column)
             if infinite.any():
                 raise DataError(
-                    f"{where}: column {col!r} has infinite values in {_examples(series, infinite)}; "
+                    f"{where}: column {col!r} has infinite values in "
+                    f"{_examples(series, infinite)}; "
                     "replace them with finite numbers or leave them empty"
                 )
             out[:, j] = column

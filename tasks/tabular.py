@@ -67,7 +67,7 @@ class _TabularTask(BaseTask):
         )
 
     def penalty(self) -> Tensor | float:
-        """Keras-style ``kernel_regularizer``: ``l1 * sum|w| + l2 * sum(w**2)`` (not weight decay)."""
+        """Keras-style ``kernel_regularizer``: ``l1*sum|w| + l2*sum(w**2)``, not weight decay."""
         hp = self.hparams
         if not (hp.l1 or hp.l2):
             return 0.0
