@@ -17,6 +17,7 @@ from tasks.errors import ConfigError, DataError
 
 COLUMN_TYPES = ("numeric", "categorical", "boolean")
 ENCODINGS = ("auto", "onehot", "embedding")
+TRANSFORMS = ("none", "log1p")
 UNKNOWN = "<unknown>"
 
 
@@ -124,15 +125,18 @@ def data_check(
         elif series.nunique(dropna=False) <= 1:
             found.append(f"column {col!r} is constant: it carries no information")
         for target in targets:
-            label = frame[target]
-            if (
-                series.nunique() == label.nunique()
-                and (series.groupby(label, dropna=False).nunique(dropna=False) == 1).all()
-            ):
+            if _copies(series, frame[target]):
                 found.append(
                     f"column {col!r} determines the target {target!r} one to one: it is a copy "
                     "of the label or leaks it. Drop it with datamodule.drop_columns=[...]"
                 )
+    numeric = [
+        c
+        for c in [*features, *([] if classification else targets)]
+        if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    ]
+    for col in numeric:
+        found += _outliers(frame[col])
     if classification:
         counts = frame[targets[0]].value_counts()
         for label, count in counts.items():
@@ -142,6 +146,42 @@ def data_check(
                     "(train/val/test): its test figures are meaningless"
                 )
     return found
+
+
+def _copies(feature: pd.Series, target: pd.Series) -> bool:
+    """A feature that is the target in disguise: a relabelling of few values, or an exact
+    linear copy of a continuous target. (Unique floats trivially map one to one.)"""
+    n_feature, n_target = feature.nunique(), target.nunique()
+    if n_target <= max(20, 0.05 * len(target)):
+        if n_feature != n_target:
+            return False
+        return bool((feature.groupby(target, dropna=False).nunique(dropna=False) == 1).all())
+    if not (pd.api.types.is_numeric_dtype(feature) and pd.api.types.is_numeric_dtype(target)):
+        return False
+    both = pd.concat([feature, target], axis=1).dropna().astype(float)
+    if len(both) < 3 or both.std().min() == 0:
+        return False
+    return bool(abs(np.corrcoef(both.to_numpy().T)[0, 1]) > 0.99999)
+
+
+def _outliers(series: pd.Series, limit: float = 8.0, shown: int = 3) -> list[str]:
+    """Values more than ``limit`` robust deviations (1.4826 MAD) from the median: typos,
+    swapped columns, unit mistakes. A heavy but genuine tail rarely goes that far."""
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    median = np.nanmedian(values)
+    mad = 1.4826 * np.nanmedian(np.abs(values - median))
+    if not np.isfinite(mad) or mad == 0:
+        return []
+    score = np.abs(values - median) / mad
+    rows = np.flatnonzero(score > limit)
+    if len(rows) == 0 or len(rows) > 0.01 * len(values) + 1:
+        return []  # many such values are a heavy tail, not a mistake
+    listed = ", ".join(f"row {r}: {values[r]:g}" for r in rows[:shown])
+    return [
+        f"column {series.name!r} has {len(rows)} extreme value(s) ({listed}; median "
+        f"{median:g}): check them for typos or swapped columns, or use a robust loss "
+        "(task.loss=huber for regression)"
+    ]
 
 
 class TablePreprocessor:
@@ -170,10 +210,17 @@ class TablePreprocessor:
         types: Mapping[str, str],
         encoding: str = "auto",
         max_onehot: int = 16,
+        transform: str = "none",
     ) -> TablePreprocessor:
         numeric = [c for c in features if types[c] in ("numeric", "boolean")]
         categorical = [c for c in features if types[c] == "categorical"]
         values = self._numeric_values(train, numeric, "training data")
+        # log1p tames heavy right tails (counts, frequencies); only where training data is >= 0
+        log1p = [
+            transform == "log1p" and types[c] == "numeric" and bool(np.nanmin(values[:, j]) >= 0)
+            for j, c in enumerate(numeric)
+        ]
+        values = _apply_log1p(values, np.asarray(log1p, dtype=bool))
         fill = np.nanmedian(values, axis=0) if len(values) else np.zeros(len(numeric))
         fill = np.where(np.isnan(fill), 0.0, fill)
         gaps = np.isnan(values).any(axis=0)
@@ -190,6 +237,7 @@ class TablePreprocessor:
         ]
         self.state = {
             "numeric": numeric,
+            "log1p": [c for c, flag in zip(numeric, log1p) if flag],
             "fill": fill.tolist(),
             "center": filled.mean(axis=0).tolist() if len(filled) else [0.0] * len(numeric),
             "scale": np.where(scale > 0, scale, 1.0).tolist(),
@@ -259,6 +307,7 @@ class TablePreprocessor:
         if missing:
             raise missing_column_error(where, missing, list(frame.columns))
         values = self._numeric_values(frame, s["numeric"], where)
+        values = _apply_log1p(values, np.isin(s["numeric"], s.get("log1p", [])))
         gaps = np.isnan(values)
         values = np.where(gaps, np.asarray(s["fill"]), values)
         parts = [(values - np.asarray(s["center"])) / np.asarray(s["scale"])]
@@ -275,6 +324,16 @@ class TablePreprocessor:
             torch.from_numpy(numeric.astype(np.float32)),
             torch.from_numpy(np.ascontiguousarray(categorical)),
         )
+
+
+def _apply_log1p(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """log1p of the chosen columns; clipped at 0 so that a negative value seen only at
+    predict time cannot turn into NaN. Missing values stay missing."""
+    if not columns.any():
+        return values
+    out = values.copy()
+    out[:, columns] = np.log1p(np.clip(values[:, columns], 0.0, None))
+    return out
 
 
 def resolve_column_types(

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from datamodules._table_prep import (
     ENCODINGS,
+    TRANSFORMS,
     DataWarning,
     TablePreprocessor,
     check_frame,
@@ -100,6 +101,8 @@ class TabularDataModule(BaseDataModule):
         categorical_encoding: ``auto`` (one-hot up to ``max_onehot`` categories, else
             embedding), ``onehot`` or ``embedding``.
         max_onehot: Category count up to which ``auto`` one-hot encodes.
+        numeric_transform: ``none``, or ``log1p`` for numeric columns that are non-negative in
+            the training split (heavy-tailed counts and frequencies), before standardising.
         test_path: Optional separate test file (then only train/val are split from ``path``).
         predict_path: File to predict (needs the training feature columns).
         **kwargs: Loader and split settings of :class:`~datamodules.base.BaseDataModule`.
@@ -119,6 +122,7 @@ class TabularDataModule(BaseDataModule):
         column_types: Mapping[str, str] | None = None,
         categorical_encoding: str = "auto",
         max_onehot: int = 16,
+        numeric_transform: str = "none",
         test_path: str | None = None,
         predict_path: str | None = None,
         **kwargs: Any,
@@ -145,6 +149,10 @@ class TabularDataModule(BaseDataModule):
             raise ConfigError(
                 f"datamodule.categorical_encoding={categorical_encoding!r}; expected one of "
                 f"{ENCODINGS}"
+            )
+        if numeric_transform not in TRANSFORMS:
+            raise ConfigError(
+                f"datamodule.numeric_transform={numeric_transform!r}; expected one of {TRANSFORMS}"
             )
         targets = [target] if isinstance(target, str) else list(target or [])
         if problem == "classification" and len(targets) > 1:
@@ -293,7 +301,7 @@ class TabularDataModule(BaseDataModule):
             values = frame[targets].to_numpy(dtype=np.float64)
             center = np.asarray(self._labels["target_center"])
             scale = np.asarray(self._labels["target_scale"])
-            scaled = torch.from_numpy(((values - center) / scale).astype(np.float32))
+            scaled = torch.from_numpy(np.ascontiguousarray((values - center) / scale, np.float32))
             return scaled.squeeze(1) if len(targets) == 1 else scaled
         classes = self._labels["classes"]
         index = {c: i for i, c in enumerate(classes)}
@@ -333,7 +341,9 @@ class TabularDataModule(BaseDataModule):
             self.data_warnings = data_check(frame, features, targets, self.classification)
             for message in self.data_warnings:
                 warnings.warn(f"{where}: {message}", DataWarning, stacklevel=2)
-            self.prep.fit(train, features, types, hp.categorical_encoding, hp.max_onehot)
+            self.prep.fit(
+                train, features, types, hp.categorical_encoding, hp.max_onehot, hp.numeric_transform
+            )
             self._fit_labels(train, frame, targets)
         parts = {"train": train, "val": frame.iloc[val_idx]}
         if hp.test_path is not None:

@@ -230,7 +230,7 @@ def _collate_predictions(batches: list[dict[str, torch.Tensor]]) -> dict[str, to
     return {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
 
 
-def execute(cfg: DictConfig) -> dict[str, Any]:
+def execute(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> dict[str, Any]:
     """Run ``cfg`` (a composed config) and return the summary that is also saved as JSON."""
     with warnings.catch_warnings():
         # The run directory is ours and fresh (Hydra's .hydra/ is already in it), and tasks
@@ -241,22 +241,25 @@ def execute(cfg: DictConfig) -> dict[str, Any]:
             message=r"The number of training batches .* is smaller "
             r"than the logging interval",
         )
-        return _execute(cfg)
+        return _execute(cfg, datamodule)
 
 
-def _execute(cfg: DictConfig) -> dict[str, Any]:
+def _execute(cfg: DictConfig, datamodule: L.LightningDataModule | None) -> dict[str, Any]:
     started = time.time()
     mode = cfg.get("mode", "train")
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r} is not one of {', '.join(MODES)}")
     task_name, _ = _section(cfg, "task")
-    dm_name, _ = _section(cfg, "datamodule")
+    dm_name = (
+        type(datamodule).__name__ if datamodule is not None else _section(cfg, "datamodule")[0]
+    )
     ckpt = _check_ckpt(cfg)
     output_dir = _output_dir(cfg)
     _write_config(cfg, output_dir)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    datamodule = build_datamodule(cfg)
+    if datamodule is None:
+        datamodule = build_datamodule(cfg)
     if ckpt is not None:  # preprocessing comes from the checkpoint, never refitted
         _restore_datamodule_state(datamodule, ckpt)
     if mode == "train":

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, open_dict
 
 from tasks import _registry
 from tasks._hydra import PRIMARY_CONFIG_MODULE, normalize_overrides, register_search_path_plugin
+
+if TYPE_CHECKING:
+    from lightning import LightningDataModule
 
 
 def compose(preset: str | None = None, overrides: Sequence[str] = ()) -> DictConfig:
@@ -33,17 +36,23 @@ def compose(preset: str | None = None, overrides: Sequence[str] = ()) -> DictCon
     return cfg
 
 
-def run(config: DictConfig | str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def run(
+    config: DictConfig | str,
+    overrides: Sequence[str] = (),
+    datamodule: LightningDataModule | None = None,
+) -> dict[str, Any]:
     """Train/test/predict as the config says; returns the run summary (also ``summary.json``).
 
     Args:
         config: A composed config, or a preset name composed with ``overrides``.
         overrides: Hydra overrides, used when ``config`` is a preset name.
+        datamodule: A datamodule built in Python (e.g. ``TabularDataModule(frame=df, ...)``),
+            used instead of the config's ``datamodule`` section.
     """
     from tasks._runner import execute
 
     cfg = compose(config, overrides) if isinstance(config, str) else config
-    return execute(cfg)
+    return execute(cfg, datamodule=datamodule)
 
 
 def _describe(entry: _registry.Entry) -> dict[str, str]:

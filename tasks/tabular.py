@@ -244,12 +244,13 @@ class TabularRegression(_TabularTask):
         return nn.MSELoss() if loss == "mse" else nn.L1Loss()
 
     def configure_metrics(self) -> MetricCollection:
+        # errors are averaged over every target value; R^2 is the mean of the per-target R^2
         n = self.hparams.num_targets
         return MetricCollection(
             {
-                "mse": MeanSquaredError(num_outputs=n),
-                "rmse": MeanSquaredError(squared=False, num_outputs=n),
-                "mae": MeanAbsoluteError(num_outputs=n),
+                "mse": MeanSquaredError(),
+                "rmse": MeanSquaredError(squared=False),
+                "mae": MeanAbsoluteError(),
                 "r2": R2Score(multioutput="uniform_average") if n > 1 else R2Score(),
             }
         )
