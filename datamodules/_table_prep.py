@@ -169,10 +169,14 @@ def _outliers(series: pd.Series, limit: float = 8.0, shown: int = 3) -> list[str
     swapped columns, unit mistakes. A heavy but genuine tail rarely goes that far."""
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     median = np.nanmedian(values)
-    mad = 1.4826 * np.nanmedian(np.abs(values - median))
+    # Strictly positive measurements are often right-skewed (areas, counts): judge them on
+    # the log scale, where a genuine long tail stays close and a typo or swap still stands out.
+    scaled = np.log(values) if np.nanmin(values) > 0 else values
+    centre = np.nanmedian(scaled)
+    mad = 1.4826 * np.nanmedian(np.abs(scaled - centre))
     if not np.isfinite(mad) or mad == 0:
         return []
-    score = np.abs(values - median) / mad
+    score = np.abs(scaled - centre) / mad
     rows = np.flatnonzero(score > limit)
     if len(rows) == 0 or len(rows) > 0.01 * len(values) + 1:
         return []  # many such values are a heavy tail, not a mistake
@@ -299,7 +303,8 @@ class TablePreprocessor:
     def _codes(self, frame: pd.DataFrame, col: str) -> np.ndarray:
         categories = self.state["categories"][col]
         text = frame[col].astype(str).where(frame[col].notna(), None)
-        return pd.Categorical(text, categories=categories).codes.astype(np.int64) + 1
+        # -1 for unseen and missing values, so +1 puts them in the unknown bucket 0
+        return pd.Index(categories).get_indexer(text).astype(np.int64) + 1
 
     def transform(self, frame: pd.DataFrame, where: str) -> tuple[Tensor, Tensor]:
         s = self.state
