@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from tasks.errors import ConfigError, DataError
+from tasks.errors import ConfigError, DataError, did_you_mean
 
 COLUMN_TYPES = ("numeric", "categorical", "boolean")
 ENCODINGS = ("auto", "onehot", "embedding")
@@ -70,8 +69,8 @@ def missing_column_error(option: str, missing: Sequence[str], columns: Sequence[
     hints = []
     names = [str(c) for c in columns]
     for col in missing:
-        close = difflib.get_close_matches(str(col), names, n=1)
-        hints.append(f"{col!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hint = did_you_mean(col, names)
+        hints.append(f"{col!r}" + (f" ({hint.strip().lower()})" if hint else ""))
     return DataError(
         f"{option}: column {', '.join(hints)} not found. Available columns: {', '.join(names)}"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
@@ -25,7 +24,7 @@ from datamodules._table_prep import (
     resolve_column_types,
 )
 from datamodules.base import BaseDataModule, split_indices
-from tasks.errors import ConfigError, DataError
+from tasks.errors import ConfigError, DataError, did_you_mean
 
 PROBLEMS = ("classification", "regression")
 
@@ -67,10 +66,8 @@ TABLES: dict[str, tuple[Callable[[], pd.DataFrame], str]] = {
 
 def _check_table_name(name: str) -> None:
     if name not in TABLES:
-        close = difflib.get_close_matches(name, list(TABLES), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"datamodule.dataset={name!r} is not a bundled table.{hint} "
+            f"datamodule.dataset={name!r} is not a bundled table.{did_you_mean(name, TABLES)} "
             f"Available: {', '.join(TABLES)}"
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import logging
 import os
@@ -13,7 +12,7 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-from tasks.errors import DuplicateNameError, PluginLoadError, UnknownNameError
+from tasks.errors import DuplicateNameError, PluginLoadError, UnknownNameError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +129,7 @@ def clear_cache() -> None:
 
 
 def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
-    close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(name, available, n=3)
     listing = ", ".join(sorted(available)) or "(none installed)"
     return f"unknown {kind} {name!r}.{hint} Available {kind}s: {listing}."
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import logging
@@ -23,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tasks import _registry
 from tasks._plots import save_history_plot
-from tasks.errors import ConfigError, DataError
+from tasks.errors import ConfigError, DataError, did_you_mean
 
 log = logging.getLogger(__name__)
 MODES = ("train", "test", "predict")
@@ -63,8 +62,7 @@ def _check_arguments(cls: type, kwargs: dict[str, Any], option: str) -> set[str]
         return None
     for key in kwargs:
         if key not in accepted:
-            close = difflib.get_close_matches(key, sorted(accepted), n=1)
-            hint = f" Did you mean {option}.{close[0]}?" if close else ""
+            hint = did_you_mean(key, sorted(accepted), render=lambda c: f"{option}.{c}")
             raise ConfigError(
                 f"{option}.{key} is not an argument of {cls.__module__}.{cls.__qualname__}.{hint} "
                 f"Its arguments: {', '.join(sorted(accepted))}"

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable, Iterable
+
+
+def did_you_mean(
+    name: object, choices: Iterable[object], n: int = 1, render: Callable[[str], str] = repr
+) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``choices`` to ``name``, or ``""``."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=0.5)
+    return f" Did you mean {', '.join(render(c) for c in close)}?" if close else ""
+
 
 class UserError(Exception):
     """Base of every error caused by configuration, data or installed plugins."""

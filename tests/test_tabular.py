@@ -326,3 +326,16 @@ def test_generic_preset_says_which_values_are_missing():
         "error: missing value for datamodule.path: set it with datamodule.path=VALUE"
         in result.stderr
     )
+
+
+def test_text_in_a_numeric_column_at_predict_time_names_rows_and_values(csv):
+    new = make_table(4).drop(columns="label").astype({"a": object})
+    new.loc[2, "a"] = "abc"
+    dm = TabularDataModule(
+        path=csv(make_table(60)), target="label", predict_path=csv(new, "new.csv")
+    )
+    dm.setup("fit")
+    with pytest.raises(
+        DataError, match="numeric column 'a' has non-numeric values in 1 rows \\(row 2: 'abc'\\)"
+    ):
+        dm.setup("predict")
