@@ -142,6 +142,7 @@ class BaseTask(L.LightningModule):
             loss,
             on_step=False,
             on_epoch=True,
+            sync_dist=True,  # averaged over ranks once per epoch (no cost on one process)
             prog_bar=stage != "test",
             batch_size=batch_size,
         )

@@ -188,8 +188,12 @@ class TabularClassification(_TabularTask):
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
         self.test_confusion.update(output.argmax(dim=-1), target)
 
+    def on_test_epoch_end(self) -> None:
+        # compute() syncs across ranks, so every rank runs it here, not in save_artifacts
+        self.test_confusion_matrix = self.test_confusion.compute().cpu()
+
     def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
-        matrix = self.test_confusion.compute().cpu()
+        matrix = self.test_confusion_matrix
         names = getattr(datamodule, "class_names", None) or [str(i) for i in range(len(matrix))]
         return save_confusion_matrix(matrix, [str(n) for n in names], output_dir)
 
@@ -281,11 +285,20 @@ class TabularRegression(_TabularTask):
         pred, true = self.metric_inputs(output, target)
         self._test_pairs.append((pred.cpu(), true.cpu()))
 
+    def on_test_epoch_end(self) -> None:
+        # gathered on every rank (a collective), written by rank zero in save_artifacts
+        k = self.hparams.num_targets
+        pred = torch.cat([p for p, _ in self._test_pairs]).reshape(-1, k).to(self.device)
+        true = torch.cat([t for _, t in self._test_pairs]).reshape(-1, k).to(self.device)
+        self.test_predictions = (
+            self.all_gather(pred).reshape(-1, k).cpu(),
+            self.all_gather(true).reshape(-1, k).cpu(),
+        )
+
     def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
         if not self._test_pairs:
             return []
-        pred = torch.cat([p for p, _ in self._test_pairs]).reshape(-1, self.hparams.num_targets)
-        true = torch.cat([t for _, t in self._test_pairs]).reshape(-1, self.hparams.num_targets)
+        pred, true = self.test_predictions
         names = getattr(datamodule, "targets", None) or [
             f"target_{j}" for j in range(self.hparams.num_targets)
         ]
