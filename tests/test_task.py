@@ -90,6 +90,7 @@ def test_multiclass_metrics_and_confusion(tmp_path):
         "test/auroc",
     }
     task.record_test_outputs(torch.tensor([[3.0, 0, 0], [0, 3.0, 0]]), torch.tensor([0, 2]))
+    task.on_test_epoch_end()  # Lightning's order: the (synced) matrix first, then the files
     files = task.save_artifacts(tmp_path, datamodule=None)
     assert [f.name for f in files] == ["confusion_matrix.csv", "confusion_matrix.png"]
     lines = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
