@@ -58,6 +58,8 @@ def read_table(path: str | Path, option: str = "datamodule.path") -> pd.DataFram
 
 def check_frame(frame: pd.DataFrame, where: str) -> None:
     """Reject frames that no table task can use: no rows, duplicate column names."""
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
     if frame.columns.duplicated().any():
         duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
         raise DataError(f"{where}: duplicate column names {duplicated}; rename them")

@@ -129,13 +129,16 @@ class TabularDataModule(BaseDataModule):
             for name, v in (("path", path), ("dataset", dataset), ("frame", frame))
             if v is not None
         ]
-        if len(sources) != 1:
+        own_table = type(self).load_frame is not TabularDataModule.load_frame
+        if len(sources) != 1 and not (own_table and not sources):
             raise ConfigError(
                 "TabularDataModule needs exactly one data source: datamodule.path=FILE or "
                 f"datamodule.dataset=NAME (or frame= from Python); got {sources or 'none'}"
             )
         if dataset is not None:
             _check_table_name(dataset)
+        if own_table and sources:
+            raise ConfigError(f"{type(self).__name__} makes its own table; do not set {sources[0]}")
         if dataset is None and not target:
             raise ConfigError(
                 "datamodule.target is required: name the label column, e.g. datamodule.target=label"
@@ -212,9 +215,22 @@ class TabularDataModule(BaseDataModule):
         return facts
 
     # -- reading -----------------------------------------------------------------------------
+    def load_frame(self) -> pd.DataFrame:
+        """The labelled table, for subclasses that make or fetch their own.
+
+        Override it (and leave ``path``/``dataset`` unset) to feed generated or
+        downloaded rows through the same checks, preprocessing and splits. Called
+        once per ``setup``; it must return the same rows every time (seed it).
+        """
+        raise NotImplementedError
+
     def _labelled_frame(self) -> tuple[pd.DataFrame, list[str], str]:
         hp = self.hparams
-        if hp.dataset is not None:
+        if type(self).load_frame is not TabularDataModule.load_frame:
+            where = f"{type(self).__name__}.load_frame()"
+            frame, target = self.load_frame(), hp.target
+            check_frame(frame, where)
+        elif hp.dataset is not None:
             loader, default_target = TABLES[hp.dataset]
             target = hp.target or default_target
             frame, where = loader(), f"datamodule.dataset={hp.dataset}"
@@ -372,8 +388,12 @@ class TabularDataModule(BaseDataModule):
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
         if not self.classification:
-            pred = outputs["pred"].cpu().numpy().reshape(len(outputs["pred"]), -1)
-            return pd.DataFrame({f"pred_{t}": pred[:, j] for j, t in enumerate(self.targets)})
+            # one column per output key and target: pred_<target>, or e.g. q0.9_<target>
+            columns = {}
+            for key, value in outputs.items():
+                array = value.cpu().numpy().reshape(len(value), len(self.targets))
+                columns.update({f"{key}_{t}": array[:, j] for j, t in enumerate(self.targets)})
+            return pd.DataFrame(columns)
         classes = np.asarray(self._labels["classes"], dtype=object)
         frame = pd.DataFrame({"pred": classes[outputs["pred"].cpu().numpy()]})
         prob = outputs["prob"].cpu().numpy()

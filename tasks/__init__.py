@@ -10,6 +10,10 @@ import importlib
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+#: Version of the plugin API (base classes, batch layout, config layout, entry-point groups).
+#: A plugin declares the one it targets as ``LIGHTNING_TASKS_API = 1`` in the module its
+#: entry points name (or in its top-level package); a mismatch is warned about on load.
+API_VERSION = 1
 
 _PUBLIC = {
     # running
@@ -34,7 +38,7 @@ _PUBLIC = {
     "PluginLoadError": "tasks.errors",
 }
 
-__all__ = sorted(_PUBLIC) + ["__version__"]
+__all__ = sorted(_PUBLIC) + ["API_VERSION", "__version__"]
 
 
 def __getattr__(name: str) -> object:

@@ -42,7 +42,13 @@ def print_listing(as_json: bool = False) -> None:
     """Presets, tasks and datamodules with their origin, from package metadata only."""
     from tasks.api import list_datamodules, list_presets, list_tasks
 
-    listing = {"presets": list_presets(), "tasks": list_tasks(), "datamodules": list_datamodules()}
+    listing: dict[str, Any] = {
+        "presets": list_presets(),
+        "tasks": list_tasks(),
+        "datamodules": list_datamodules(),
+    }
+    clashes = {kind: _registry.conflicts(kind) for kind in ("preset", "task", "datamodule")}
+    listing["conflicts"] = {kind: found for kind, found in clashes.items() if found}
     if as_json:
         print(json.dumps(listing, indent=2))
         return
@@ -58,6 +64,9 @@ def print_listing(as_json: bool = False) -> None:
         "Datamodules (datamodule._name_=NAME):",
         [(n, d["value"], d["origin"]) for n, d in listing["datamodules"].items()],
     )
+    for kind, found in listing["conflicts"].items():
+        for message in found.values():
+            print(f"Unusable {kind}: {message}")
     if _registry.plugins_disabled():
         print(f"Third-party plugins are off ({_registry.DISABLE_PLUGINS_ENV} is set).")
 

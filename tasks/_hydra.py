@@ -15,11 +15,17 @@ ARGUMENT_SECTIONS = ("task", "datamodule")
 
 
 def config_search_paths() -> list[tuple[str, str]]:
-    """``(provider, pkg://module)`` for every registered config package that exists."""
+    """``(provider, file://folder)`` for every registered config package that exists.
+
+    Folders, not ``pkg://`` modules: Hydra would import a plugin's package (running its
+    ``__init__``) to read ``pkg://`` configs, so one plugin that fails at import would
+    break every run; a folder is read as files and only the chosen task is imported.
+    """
     paths = []
     for entry in _registry.entries("config").values():
-        if _registry.package_dir(entry.module) is not None:
-            paths.append((f"lightning-tasks:{entry.distribution}", f"pkg://{entry.module}"))
+        root = _registry.package_dir(entry.module)
+        if root is not None:
+            paths.append((f"lightning-tasks:{entry.distribution}", f"file://{root}"))
     return paths
 
 

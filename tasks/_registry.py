@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,14 @@ log = logging.getLogger(__name__)
 BUILTIN_DISTRIBUTION = "lightning-tasks"
 #: Set to "1" to ignore every entry point that does not come from lightning-tasks itself.
 DISABLE_PLUGINS_ENV = "LIGHTNING_TASKS_DISABLE_PLUGIN_AUTOLOAD"
+
+#: Module attribute by which a plugin declares the plugin API version it targets.
+API_ATTRIBUTE = "LIGHTNING_TASKS_API"
+
+
+class PluginVersionWarning(UserWarning):
+    """A plugin targets another plugin API version than the installed lightning-tasks."""
+
 
 GROUPS = {
     "task": "lightning_tasks.tasks",
@@ -63,7 +72,30 @@ class Entry:
                 f"{type(exc).__name__}: {exc}. Fix or uninstall that distribution, or set "
                 f"{DISABLE_PLUGINS_ENV}=1 to run with built-ins only."
             ) from exc
+        self._check_api_version(module_name.strip())
         return obj
+
+    def _check_api_version(self, module_name: str) -> None:
+        """Warn when the entry point's module, or the nearest package above it, declares
+        ``LIGHTNING_TASKS_API`` other than ours (undeclared: nothing to check)."""
+        from tasks import API_VERSION, __version__
+
+        parts = module_name.split(".")
+        declared = None
+        for depth in range(len(parts), 0, -1):
+            module = sys.modules.get(".".join(parts[:depth]))
+            declared = getattr(module, API_ATTRIBUTE, None)
+            if declared is not None:
+                break
+        if declared is not None and declared != API_VERSION:
+            warnings.warn(
+                f"plugin {self.distribution} {self.version} ({self.kind} {self.name!r}) targets "
+                f"lightning-tasks plugin API {declared}, but lightning-tasks {__version__} "
+                f"provides API {API_VERSION}; it may misbehave. Upgrade the plugin or install "
+                "a lightning-tasks release with that API.",
+                PluginVersionWarning,
+                stacklevel=3,
+            )
 
 
 def _normalize(dist_name: str) -> str:
@@ -89,16 +121,38 @@ def _raw_entries(kind: str) -> list[Entry]:
     return entries
 
 
-@cache
-def entries(kind: str) -> dict[str, Entry]:
-    """All entries of one kind by name, built-ins first; plugins skipped when disabled.
+class PluginConflictWarning(UserWarning):
+    """A plugin registers a name that a built-in or another plugin already uses."""
 
-    Raises:
-        DuplicateNameError: two distributions register the same name.
+
+def _shadow_warning(kind: str, name: str, kept: str, dropped: str) -> None:
+    warnings.warn(
+        f"{kind} name {name!r} of {dropped} is ignored: {kept} already registers it. "
+        "Built-in names cannot be replaced; the plugin should pick another name.",
+        PluginConflictWarning,
+        stacklevel=4,
+    )
+
+
+def _duplicate_message(kind: str, name: str, first: str, second: str) -> str:
+    return (
+        f"{kind} name {name!r} is registered twice: by {first} and by {second}. "
+        f"Uninstall one of them, or set {DISABLE_PLUGINS_ENV}=1 to use built-ins only."
+    )
+
+
+@cache
+def _table(kind: str) -> tuple[dict[str, Entry], dict[str, str]]:
+    """Usable entries of one kind by name, and names withheld because two plugins claim them.
+
+    A built-in name always stays with the built-in (the plugin's claim is dropped with a
+    warning); a name two plugins claim is withheld, so using it fails with a message that
+    names both, while every other name keeps working.
     """
     if kind not in GROUPS:
         raise ValueError(f"unknown registry kind {kind!r}; expected one of {sorted(GROUPS)}")
     found: dict[str, Entry] = {}
+    clashes: dict[str, str] = {}
     disabled = plugins_disabled()
     for entry in sorted(_raw_entries(kind), key=lambda e: (not e.builtin, e.name)):
         if disabled and not entry.builtin:
@@ -110,22 +164,42 @@ def entries(kind: str) -> dict[str, Entry]:
                 entry.distribution,
             )
             continue
+        if entry.name in clashes:
+            clashes[entry.name] += f" and by {_describe_entry(entry)}"
+            continue
         other = found.get(entry.name)
-        if other is not None and other != entry:
-            raise DuplicateNameError(
-                f"{kind} name {entry.name!r} is registered twice: by {other.distribution} "
-                f"{other.version} ({other.value}) and by {entry.distribution} {entry.version} "
-                f"({entry.value}). Uninstall one of them, or set {DISABLE_PLUGINS_ENV}=1 "
-                "to use built-ins only."
+        if other is None or other == entry:
+            found[entry.name] = entry
+        elif other.builtin:
+            _shadow_warning(kind, entry.name, _describe_entry(other), _describe_entry(entry))
+        else:
+            del found[entry.name]
+            clashes[entry.name] = _duplicate_message(
+                kind, entry.name, _describe_entry(other), _describe_entry(entry)
             )
-        found[entry.name] = entry
-    return found
+    return found, clashes
+
+
+def _describe_entry(entry: Entry) -> str:
+    return f"{entry.distribution} {entry.version} ({entry.value})"
+
+
+def entries(kind: str) -> dict[str, Entry]:
+    """All usable entries of one kind by name; plugins skipped when disabled."""
+    return _table(kind)[0]
+
+
+def conflicts(kind: str) -> dict[str, str]:
+    """Names of one kind that two plugins claim, with the message that names both."""
+    if kind == "preset":
+        return _preset_table()[1]
+    return _table(kind)[1]
 
 
 def clear_cache() -> None:
     """Forget what was read from package metadata (after installing or removing a plugin)."""
-    entries.cache_clear()
-    presets.cache_clear()
+    _table.cache_clear()
+    _preset_table.cache_clear()
 
 
 def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
@@ -136,7 +210,9 @@ def unknown_name_message(kind: str, name: str, available: list[str]) -> str:
 
 def get(kind: str, name: str) -> Entry:
     """The entry registered under ``name``; an unknown name lists close matches and all names."""
-    table = entries(kind)
+    table, clashes = _table(kind)
+    if name in clashes:
+        raise DuplicateNameError(clashes[name])
     if name not in table:
         raise UnknownNameError(unknown_name_message(kind, name, list(table)))
     return table[name]
@@ -148,7 +224,7 @@ def load(kind: str, name: str) -> object:
     A dotted import path (``package.module:Class`` or ``package.module.Class``) is
     accepted too, so a user's own subclass can be named from config.
     """
-    if name in entries(kind) or ("." not in name and ":" not in name):
+    if name in entries(kind) or name in conflicts(kind) or ("." not in name and ":" not in name):
         return get(kind, name).load()
     module, sep, attr = name.partition(":")
     if not sep:
@@ -218,13 +294,9 @@ class Preset:
 
 
 @cache
-def presets() -> dict[str, Preset]:
-    """Every task preset of every registered config package, by name.
-
-    Raises:
-        DuplicateNameError: two config packages ship a preset of the same name.
-    """
+def _preset_table() -> tuple[dict[str, Preset], dict[str, str]]:
     found: dict[str, Preset] = {}
+    clashes: dict[str, str] = {}
     for entry in entries("config").values():
         root = package_dir(entry.module)
         if root is None:
@@ -232,23 +304,41 @@ def presets() -> dict[str, Preset]:
                 f"config package {entry.module!r} registered by {entry.distribution} "
                 f"{entry.version} (entry point {entry.name}) cannot be found; its presets "
                 "are skipped. Reinstall that distribution.",
-                stacklevel=2,
+                stacklevel=3,
             )
             continue
         for path in sorted((root / "task").glob("*.yaml")):
-            other = found.get(path.stem)
-            if other is not None and other.path != path:
-                raise DuplicateNameError(
-                    f"preset name {path.stem!r} is shipped twice: by {other.source.distribution} "
-                    f"({other.path}) and by {entry.distribution} ({path}). Uninstall one of "
-                    f"them, or set {DISABLE_PLUGINS_ENV}=1 to use built-ins only."
-                )
-            found[path.stem] = Preset(path.stem, path, entry)
-    return found
+            name = path.stem
+            here = f"{entry.distribution} {entry.version} ({path})"
+            if name in clashes:
+                clashes[name] += f" and by {here}"
+                continue
+            other = found.get(name)
+            if other is None or other.path == path:
+                found[name] = Preset(name, path, entry)
+                continue
+            there = f"{other.source.distribution} {other.source.version} ({other.path})"
+            if other.source.builtin:
+                _shadow_warning("preset", name, there, here)
+            else:
+                del found[name]
+                clashes[name] = _duplicate_message("preset", name, there, here)
+    return found, clashes
+
+
+def presets() -> dict[str, Preset]:
+    """Every usable task preset of every registered config package, by name.
+
+    A built-in preset name stays built-in; a name two plugins ship is withheld
+    (see :func:`conflicts`).
+    """
+    return _preset_table()[0]
 
 
 def get_preset(name: str) -> Preset:
-    table = presets()
+    table, clashes = _preset_table()
+    if name in clashes:
+        raise DuplicateNameError(clashes[name])
     if name not in table:
         raise UnknownNameError(unknown_name_message("preset", name, list(table)))
     return table[name]

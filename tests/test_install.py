@@ -1,4 +1,6 @@
-"""A non-editable wheel install finds its configs and runs a preset from any directory."""
+"""Non-editable wheels, installed as users install them: the library alone finds its configs
+and runs a preset from any directory; the example plugin adds its presets and is removed
+cleanly by ``pip uninstall``."""
 
 from __future__ import annotations
 
@@ -6,63 +8,75 @@ import json
 import subprocess
 import sys
 import venv
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli
 
+PLUGIN = ROOT / "plugins" / "lightning-tasks-quantile"
 
-@pytest.mark.slow
-def test_wheel_installs_and_runs_a_preset_from_a_temporary_directory(tmp_path):
-    wheels = tmp_path / "wheels"
-    build = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(wheels),
-            str(ROOT),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(args), capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+def _wheel(source: Path, out: Path, dist: str) -> Path:
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(out),
+        str(source),
+        cwd=out.parent,
     )
-    assert build.returncode == 0, build.stderr
-    (wheel,) = wheels.glob("lightning_tasks-*.whl")
-    # A fresh venv that reuses the already-installed torch & co. from the system site.
-    env_dir = tmp_path / "venv"
+    (wheel,) = out.glob(f"{dist.replace('-', '_')}-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A fresh venv (reusing torch & co. from the system site) with the library's wheel."""
+    root = tmp_path_factory.mktemp("install")
+    wheels = root / "wheels"
+    wheels.mkdir()
+    env_dir = root / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        capture_output=True,
-        text=True,
+    _run(
+        python,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-index",
+        str(_wheel(ROOT, wheels, "lightning-tasks")),
     )
-    assert install.returncode == 0, install.stderr
-
-    elsewhere = tmp_path / "elsewhere"
+    elsewhere = root / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run(
-        [
-            python,
-            "-c",
-            "import tasks, tasks.conf; print(tasks.__file__); print(list(tasks.conf.__path__)[0])",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=elsewhere,
-    )
-    assert where.returncode == 0, where.stderr
-    for line in where.stdout.split():
-        assert line.startswith(str(env_dir)), f"not the wheel's copy: {line}"
+    return {"python": python, "env": env_dir, "wheels": wheels, "cwd": elsewhere}
 
-    listing = run_cli("list", "--json", python=python, cwd=elsewhere)
-    assert listing.returncode == 0, listing.stderr
-    preset = json.loads(listing.stdout)["presets"]["breast_cancer_mlp"]
+
+def _listing(installed) -> dict:
+    result = run_cli("list", "--json", python=installed["python"], cwd=installed["cwd"])
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_runs_a_preset_from_a_temporary_directory(installed):
+    python, env_dir, elsewhere = installed["python"], installed["env"], installed["cwd"]
+    code = "import tasks, tasks.conf; print(tasks.__file__); print(list(tasks.conf.__path__)[0])"
+    for line in _run(python, "-c", code, cwd=elsewhere).stdout.split():
+        assert line.startswith(str(env_dir)), f"not the wheel's copy: {line}"
+    preset = _listing(installed)["presets"]["breast_cancer_mlp"]
     assert preset["path"].startswith(str(env_dir))
 
     result = run_cli(
@@ -72,3 +86,58 @@ def test_wheel_installs_and_runs_a_preset_from_a_temporary_directory(tmp_path):
     summary = json.loads((elsewhere / "run" / "summary.json").read_text())
     assert summary["metrics"]["test/acc"] > 0
     assert (elsewhere / "run" / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_example_plugin_wheel_adds_its_presets_and_uninstalls_cleanly(installed):
+    python, env_dir, elsewhere = installed["python"], installed["env"], installed["cwd"]
+    plugin_wheel = _wheel(PLUGIN, installed["wheels"], "lightning-tasks-quantile")
+    _run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(plugin_wheel))
+
+    listing = _listing(installed)
+    for preset in ("quantile_diabetes", "quantile_synthetic"):
+        assert listing["presets"][preset]["origin"] == "lightning-tasks-quantile 0.1.0"
+        assert listing["presets"][preset]["path"].startswith(str(env_dir))
+    assert listing["tasks"]["tabular_quantile"]["origin"] == "lightning-tasks-quantile 0.1.0"
+    assert listing["datamodules"]["heteroscedastic"]["distribution"] == "lightning-tasks-quantile"
+
+    result = run_cli(
+        "+task=quantile_synthetic",
+        "debug=tiny",
+        "datamodule.rows=300",
+        "hydra.run.dir=qrun",
+        python=python,
+        cwd=elsewhere,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run_dir = elsewhere / "qrun"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["task_class"] == "lt_quantile.task.TabularQuantileRegression"
+    assert 0.0 <= summary["metrics"]["test/coverage"] <= 1.0
+    (elsewhere / "rows.csv").write_text("x0,x1,x2,x3\n0.5,-1.0,0.0,1.0\n1.5,0.2,1.8,-0.3\n")
+    predicted = run_cli(
+        "+task=quantile_synthetic",
+        "mode=predict",
+        "datamodule.rows=300",
+        "ckpt_path=qrun/checkpoints/best.ckpt",
+        "datamodule.predict_path=rows.csv",
+        "hydra.run.dir=qpredict",
+        python=python,
+        cwd=elsewhere,
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    lines = (elsewhere / "qpredict" / "predictions.csv").read_text().splitlines()
+    assert lines[0].split(",") == ["row", "q0.1_y", "q0.5_y", "q0.9_y"] and len(lines) == 3
+    for line in lines[1:]:
+        low, mid, high = map(float, line.split(",")[1:])
+        assert low <= mid <= high  # quantiles never cross
+    assert (run_dir / "prediction_intervals.png").is_file()
+    assert (run_dir / "quantile_calibration.csv").is_file()
+
+    _run(python, "-m", "pip", "uninstall", "-y", "-q", "lightning-tasks-quantile")
+    listing = _listing(installed)
+    assert not [p for p in listing["presets"] if p.startswith("quantile_")]
+    assert "tabular_quantile" not in listing["tasks"]
+    gone = run_cli("+task=quantile_synthetic", python=python, cwd=elsewhere)
+    assert gone.returncode == 2
+    assert "unknown preset 'quantile_synthetic'" in gone.stderr

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_table
-from omegaconf import OmegaConf
+from conftest import user_data_overrides
 
 from tasks import _registry
 from tasks._runner import accepted_arguments
@@ -38,23 +37,9 @@ def test_preset_composes_to_registered_classes(preset):
         assert not unknown, f"{preset}: {kind} arguments {unknown} are not accepted by {cls}"
 
 
-def _user_data_overrides(preset: str, tmp_path) -> list[str]:
-    """Presets for the user's own file leave path/target as ???: give them a generated table."""
-    cfg = compose(preset)
-    missing = OmegaConf.missing_keys(cfg)
-    if not missing:
-        return []
-    assert missing <= {"datamodule.path", "datamodule.target"}, missing
-    frame = make_table(90)
-    if cfg.datamodule.get("problem") == "regression":
-        frame["label"] = frame["a"] * 2.0 + frame["b"]
-    frame.to_csv(tmp_path / "user.csv", index=False)
-    return [f"datamodule.path={tmp_path}/user.csv", "datamodule.target=label"]
-
-
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_runs_fit_and_test_on_cpu(preset, tmp_path):
-    overrides = _user_data_overrides(preset, tmp_path)
+    overrides = user_data_overrides(preset, tmp_path)
     cfg = compose(
         preset, ["debug=fdr", "trainer.accelerator=cpu", f"output_dir={tmp_path}", *overrides]
     )

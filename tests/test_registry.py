@@ -49,13 +49,28 @@ def test_unknown_preset_suggests_the_right_one():
         _registry.get_preset("breast_cancer")
 
 
-def test_duplicate_name_raises_and_names_both_distributions(add_entry_point):
+def test_a_plugin_cannot_take_a_builtin_name(add_entry_point):
     add_entry_point("task", "tabular_classification", "other_pkg:Thing", "other-dist", "0.3")
-    with pytest.raises(DuplicateNameError) as info:
-        _registry.entries("task")
-    message = str(info.value)
+    with pytest.warns(_registry.PluginConflictWarning) as caught:
+        tasks = _registry.entries("task")
+    assert tasks["tabular_classification"].builtin
+    message = str(caught[0].message)
     assert "'tabular_classification'" in message
     assert "lightning-tasks" in message and "other-dist 0.3" in message
+
+
+def test_a_name_two_plugins_claim_is_withheld_and_names_both(add_entry_point):
+    add_entry_point("task", "twin", "pkg_a:Task", "dist-a", "1.0")
+    add_entry_point("task", "twin", "pkg_b:Task", "dist-b", "2.0")
+    add_entry_point("task", "single", "tasks.tabular:TabularRegression", "dist-b", "2.0")
+    assert "twin" not in _registry.entries("task")
+    assert _registry.load("task", "single").__name__ == "TabularRegression"  # others still work
+    with pytest.raises(DuplicateNameError) as info:
+        _registry.load("task", "twin")
+    message = str(info.value)
+    assert "'twin'" in message and "dist-a 1.0 (pkg_a:Task)" in message
+    assert "dist-b 2.0 (pkg_b:Task)" in message and _registry.DISABLE_PLUGINS_ENV in message
+    assert _registry.conflicts("task") == {"twin": message}
 
 
 def test_broken_plugin_is_reported_and_skipped(add_entry_point):
@@ -117,10 +132,25 @@ def test_plugin_presets_are_found_without_importing_the_plugin(plugin_configs):
     assert "lazy_plugin" not in sys.modules
 
 
-def test_duplicate_preset_names_raise(plugin_configs):
+def test_a_plugin_preset_cannot_take_a_builtin_preset_name(plugin_configs):
     (plugin_configs / "conf" / "task" / "breast_cancer_mlp.yaml").write_text("{}\n")
-    with pytest.raises(DuplicateNameError, match="breast_cancer_mlp.*lightning-tasks.*lazy-plugin"):
-        _registry.presets()
+    with pytest.warns(
+        _registry.PluginConflictWarning, match="breast_cancer_mlp.*lazy-plugin.*lightning-tasks"
+    ):
+        preset = _registry.get_preset("breast_cancer_mlp")
+    assert preset.source.builtin
+    assert _registry.get_preset("plugin_preset").source.distribution == "lazy-plugin"
+
+
+def test_a_preset_two_plugins_ship_is_withheld(plugin_configs, tmp_path, add_entry_point):
+    twin = tmp_path / "twin_plugin"
+    (twin / "conf" / "task").mkdir(parents=True)
+    (twin / "__init__.py").write_text("")
+    (twin / "conf" / "task" / "plugin_preset.yaml").write_text("{}\n")
+    add_entry_point("config", "twin-plugin", "twin_plugin.conf", "twin-plugin", "0.1")
+    with pytest.raises(DuplicateNameError, match="plugin_preset.*lazy-plugin 0.9.*twin-plugin 0.1"):
+        _registry.get_preset("plugin_preset")
+    assert "breast_cancer_mlp" in _registry.presets()
 
 
 def test_missing_config_package_warns_and_is_skipped(add_entry_point):

@@ -14,7 +14,7 @@ from conftest import make_table, run_cli
 from datamodules._table_prep import DataWarning, infer_column_type
 from datamodules.tabular import TabularDataModule
 from tasks.api import compose, run
-from tasks.errors import DataError
+from tasks.errors import ConfigError, DataError
 from tasks.tabular import TabularClassification
 
 
@@ -339,3 +339,39 @@ def test_text_in_a_numeric_column_at_predict_time_names_rows_and_values(csv):
         DataError, match="numeric column 'a' has non-numeric values in 1 rows \\(row 2: 'abc'\\)"
     ):
         dm.setup("predict")
+
+
+class _OwnTable(TabularDataModule):
+    """A subclass that makes its own rows (as a plugin's generated or fetched table)."""
+
+    def __init__(self, rows: int = 120, target: str = "label", **kwargs):
+        super().__init__(target=target, **kwargs)
+
+    def load_frame(self):
+        return make_table(self.hparams.rows)
+
+
+def test_a_subclass_can_supply_its_own_table():
+    dm = _OwnTable(rows=90, seed=3)
+    dm.setup("fit")
+    assert dm.data_facts()["num_classes"] == 2
+    assert len(dm.train_data[0]) + len(dm.val_data[0]) + len(dm.test_data[0]) == 90
+    rebuilt = type(dm)(**dm.hparams)  # hyperparameters alone rebuild it
+    rebuilt.setup("fit")
+    assert torch.equal(rebuilt.val_data[0], dm.val_data[0])
+
+
+def test_a_subclass_with_its_own_table_rejects_a_second_source(csv):
+    with pytest.raises(ConfigError, match="_OwnTable makes its own table; do not set path"):
+        _OwnTable(path=csv("a,label\n1,x\n"))
+
+
+def test_a_load_frame_that_returns_no_frame_is_named():
+    class Broken(_OwnTable):
+        def load_frame(self):
+            return [[1, 2]]
+
+    with pytest.raises(
+        DataError, match=r"Broken.load_frame\(\): expected a pandas DataFrame, got list"
+    ):
+        Broken().setup("fit")

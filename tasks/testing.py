@@ -1,0 +1,168 @@
+"""Conformance kit: the checks every task, datamodule and preset must pass.
+
+Plugin authors call these from their own tests (built-in tasks are checked the same way)::
+
+    from tasks.testing import check_preset
+
+    def test_my_preset(tmp_path):
+        check_preset("my_preset", tmp_path)
+
+Each check runs a tiny CPU training (one epoch of two batches) and raises
+``AssertionError`` with a message that says what broke.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from tasks.errors import UserError
+
+__all__ = ["check_preset", "check_task"]
+
+
+def _tiny_trainer(root: Path) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        limit_test_batches=2,
+        limit_predict_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+    )
+
+
+class _InputsOnly:
+    """A test loader without its targets: batches follow the ``(*inputs, target)`` contract."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        for batch in self.loader:
+            yield tuple(batch[:-1])
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def _predict_loader(datamodule: L.LightningDataModule) -> Any:
+    try:
+        datamodule.setup("predict")
+        return datamodule.predict_dataloader()
+    except UserError:  # no predict file configured: predict the test inputs instead
+        return _InputsOnly(datamodule.test_dataloader())
+
+
+def _flatten(outputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    assert outputs, "predict produced no batches"
+    for batch in outputs:
+        assert isinstance(batch, dict) and batch, (
+            f"predict_step must return a non-empty dict of tensors, got {type(batch).__name__}"
+        )
+    return {key: torch.cat([b[key] for b in outputs]) for key in outputs[0]}
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    return a == b or (a != a and b != b)  # NaN == NaN here
+
+
+def check_task(
+    task: L.LightningModule, datamodule: L.LightningDataModule, tmp_path: Path
+) -> dict[str, Any]:
+    """Fit, validate, test and predict on a tiny run, then check both round trips.
+
+    Checks that: logged metrics are finite and named ``val/*`` and ``test/*``; predict
+    returns a dict of tensors with one row per input row; a checkpoint loads with
+    ``weights_only=True`` (hyperparameters and preprocessing state are plain data);
+    ``type(task).load_from_checkpoint(path)`` alone gives identical predictions; the
+    datamodule state stored in the checkpoint equals the live one and, rebuilt from its
+    hyperparameters, reproduces the same validation inputs.
+
+    Returns:
+        What was measured: validation and test metrics, prediction keys and row count.
+    """
+    tmp_path = Path(tmp_path)
+    trainer = _tiny_trainer(tmp_path)
+    trainer.fit(task, datamodule=datamodule)
+    report: dict[str, Any] = {}
+    for stage, run in (("val", trainer.validate), ("test", trainer.test)):
+        (metrics,) = run(task, datamodule=datamodule, verbose=False)
+        assert any(k.startswith(f"{stage}/") for k in metrics), (
+            f"{stage} logged no '{stage}/...' metric: {sorted(metrics)}"
+        )
+        bad = {k: v for k, v in metrics.items() if not torch.isfinite(torch.tensor(v))}
+        assert not bad, f"non-finite {stage} metrics after one epoch: {bad}"
+        report[stage] = metrics
+
+    loader = _predict_loader(datamodule)
+    # a fresh trainer: the fitted one would call datamodule.setup("predict") again
+    first = _flatten(_tiny_trainer(tmp_path).predict(task, dataloaders=loader))
+    rows = {key: len(value) for key, value in first.items()}
+    assert len(set(rows.values())) == 1, f"predict outputs disagree on the row count: {rows}"
+    report["predictions"] = {"keys": sorted(first), "rows": next(iter(rows.values()))}
+
+    ckpt = tmp_path / "conformance.ckpt"
+    trainer.save_checkpoint(ckpt)
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled objects in hparams or state
+        raise AssertionError(
+            "the checkpoint does not load with weights_only=True: keep hyperparameters and "
+            f"datamodule state to plain data (numbers, strings, lists, dicts, tensors): {exc}"
+        ) from exc
+    restored = type(task).load_from_checkpoint(ckpt, map_location="cpu")
+    assert dict(restored.hparams) == dict(task.hparams), "hyperparameters changed in the round trip"
+    second = _flatten(_tiny_trainer(tmp_path).predict(restored, dataloaders=loader))
+    for key, value in first.items():
+        assert torch.allclose(value.float(), second[key].float(), atol=1e-6), (
+            f"load_from_checkpoint gave different predictions for {key!r}"
+        )
+
+    live_state = datamodule.state_dict()
+    stored = checkpoint.get(type(datamodule).__qualname__, {})
+    assert _same_state(stored, live_state), (
+        "the checkpoint's datamodule state differs from the live one"
+    )
+    if live_state and not getattr(datamodule, "not_hyperparameters", ()):
+        fresh = type(datamodule)(**dict(datamodule.hparams))
+        fresh.load_state_dict(stored)
+        fresh.setup("fit")
+        assert _same_state(fresh.state_dict(), live_state), (
+            "restored preprocessing state was refitted"
+        )
+        for a, b in zip(
+            next(iter(fresh.val_dataloader())), next(iter(datamodule.val_dataloader()))
+        ):
+            assert torch.equal(a, b), "restored preprocessing transforms the data differently"
+    return report
+
+
+def check_preset(preset: str, tmp_path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Compose a preset as the CLI would, build its datamodule and task, run :func:`check_task`."""
+    from tasks._runner import build_datamodule, build_task
+    from tasks.api import compose
+
+    cfg = compose(preset, list(overrides))
+    L.seed_everything(int(cfg.seed), verbose=False)
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    task = build_task(cfg, datamodule.data_facts())
+    return check_task(task, datamodule, tmp_path)
