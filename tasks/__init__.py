@@ -36,6 +36,8 @@ _PUBLIC = {
     "UnknownNameError": "tasks.errors",
     "DuplicateNameError": "tasks.errors",
     "PluginLoadError": "tasks.errors",
+    "PluginVersionWarning": "tasks.errors",
+    "PluginConflictWarning": "tasks.errors",
 }
 
 __all__ = sorted(_PUBLIC) + ["API_VERSION", "__version__"]
@@ -68,7 +70,9 @@ if TYPE_CHECKING:  # pragma: no cover
         ConfigError,
         DataError,
         DuplicateNameError,
+        PluginConflictWarning,
         PluginLoadError,
+        PluginVersionWarning,
         UnknownNameError,
         UserError,
     )

@@ -13,7 +13,14 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-from tasks.errors import DuplicateNameError, PluginLoadError, UnknownNameError, did_you_mean
+from tasks.errors import (
+    DuplicateNameError,
+    PluginConflictWarning,
+    PluginLoadError,
+    PluginVersionWarning,
+    UnknownNameError,
+    did_you_mean,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +30,6 @@ DISABLE_PLUGINS_ENV = "LIGHTNING_TASKS_DISABLE_PLUGIN_AUTOLOAD"
 
 #: Module attribute by which a plugin declares the plugin API version it targets.
 API_ATTRIBUTE = "LIGHTNING_TASKS_API"
-
-
-class PluginVersionWarning(UserWarning):
-    """A plugin targets another plugin API version than the installed lightning-tasks."""
 
 
 GROUPS = {
@@ -119,10 +122,6 @@ def _raw_entries(kind: str) -> list[Entry]:
         version = dist.version if dist is not None else "?"
         entries.append(Entry(kind, ep.name, ep.value, name, version))
     return entries
-
-
-class PluginConflictWarning(UserWarning):
-    """A plugin registers a name that a built-in or another plugin already uses."""
 
 
 def _shadow_warning(kind: str, name: str, kept: str, dropped: str) -> None:

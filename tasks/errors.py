@@ -39,3 +39,11 @@ class DuplicateNameError(UserError, RuntimeError):
 
 class PluginLoadError(UserError, ImportError):
     """A registered entry point could not be imported."""
+
+
+class PluginVersionWarning(UserWarning):
+    """A plugin targets another plugin API version than the installed lightning-tasks."""
+
+
+class PluginConflictWarning(UserWarning):
+    """A plugin registers a name that a built-in already uses (the built-in keeps it)."""
