@@ -137,3 +137,34 @@ def save_regression_plots(pred: Any, true: Any, names: list[str], output_dir: Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
+
+
+def save_image_grid(images: Any, titles: list[str], path: Path, title: str) -> Path:
+    """Images ``(N, C, H, W)`` (uint8, or floats rescaled per image) in a titled grid."""
+    import numpy as np
+
+    plt = _pyplot()
+    n = len(images)
+    cols = min(6, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, text in zip(axes.flat, images, titles):
+        array = image.detach().cpu().float().numpy().transpose(1, 2, 0)
+        if image.dtype.is_floating_point:
+            low, high = array.min(), array.max()
+            array = (array - low) / (high - low or 1.0)
+        else:
+            array = array / 255.0
+        array = np.clip(array, 0, 1)
+        if array.shape[2] == 1:
+            ax.imshow(array[:, :, 0], cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(array)
+        ax.set_title(text, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

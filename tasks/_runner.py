@@ -239,6 +239,8 @@ def execute(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) ->
             message=r"The number of training batches .* is smaller "
             r"than the logging interval",
         )
+        # image tasks augment in their own on_after_batch_transfer; nothing to warn about
+        warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
         return _execute(cfg, datamodule)
 
 

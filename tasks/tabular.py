@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 from torchmetrics import classification as cm
 
-from tasks._plots import save_confusion_matrix, save_regression_plots
+from tasks._classify import ClassificationOutputs
+from tasks._plots import save_regression_plots
 from tasks.base import BaseTask
 from tasks.errors import ConfigError
 from tasks.nets import TabularNet
@@ -76,7 +77,7 @@ class _TabularTask(BaseTask):
         return sum(hp.l1 * m.weight.abs().sum() + hp.l2 * m.weight.pow(2).sum() for m in chosen)
 
 
-class TabularClassification(_TabularTask):
+class TabularClassification(ClassificationOutputs, _TabularTask):
     """Binary or multiclass classification of table rows.
 
     Args:
@@ -124,7 +125,7 @@ class TabularClassification(_TabularTask):
                 f"task.class_weights has {len(class_weights)} entries for {num_classes} classes"
             )
         super().__init__(**kwargs)
-        self.test_confusion = cm.MulticlassConfusionMatrix(num_classes)
+        self.init_confusion()
 
     @property
     def out_features(self) -> int:
@@ -169,33 +170,6 @@ class TabularClassification(_TabularTask):
     def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         prob = output.softmax(dim=-1)
         return (prob[:, 1] if self.hparams.num_classes == 2 else prob), target
-
-    def baseline_output(self, output: Tensor) -> Tensor | None:
-        counts = self.hparams.class_counts
-        if not counts:
-            return None
-        prior = torch.tensor(counts, dtype=output.dtype, device=output.device).clamp(min=1e-3)
-        # log-prior logits: predicts the majority class, ranks every row the same (AUROC 0.5)
-        return prior.log().expand_as(output)
-
-    def predict_outputs(self, output: Tensor) -> dict[str, Tensor]:
-        prob = output.softmax(dim=-1)
-        return {"pred": prob.argmax(dim=-1), "prob": prob}
-
-    def on_test_epoch_start(self) -> None:
-        self.test_confusion.reset()
-
-    def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
-        self.test_confusion.update(output.argmax(dim=-1), target)
-
-    def on_test_epoch_end(self) -> None:
-        # compute() syncs across ranks, so every rank runs it here, not in save_artifacts
-        self.test_confusion_matrix = self.test_confusion.compute().cpu()
-
-    def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
-        matrix = self.test_confusion_matrix
-        names = getattr(datamodule, "class_names", None) or [str(i) for i in range(len(matrix))]
-        return save_confusion_matrix(matrix, [str(n) for n in names], output_dir)
 
 
 class TabularRegression(_TabularTask):

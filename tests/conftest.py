@@ -106,11 +106,14 @@ def run_cli(
     )
 
 
-def user_data_overrides(preset: str, tmp_path) -> list[str]:
-    """Presets for the user's own file leave path/target as ???: give them a generated table."""
+def user_data_overrides(preset: str, tmp_path, monkeypatch=None) -> list[str]:
+    """Presets for the user's own file leave path/target as ???: give them a generated table;
+    image presets get generated files (``monkeypatch`` lets CIFAR-10 accept its checksum)."""
     from tasks.api import compose
 
     cfg = compose(preset)
+    if str(cfg.task._name_) == "image_classification":
+        return image_data_overrides(cfg, tmp_path, monkeypatch)
     missing = OmegaConf.missing_keys(cfg)
     if not missing:
         return []
@@ -120,3 +123,95 @@ def user_data_overrides(preset: str, tmp_path) -> list[str]:
         frame["label"] = frame["a"] * 2.0 + frame["b"]
     frame.to_csv(tmp_path / "user.csv", index=False)
     return [f"datamodule.path={tmp_path}/user.csv", "datamodule.target=label"]
+
+
+# -- image data made on the spot (tests never download) ----------------------------------------
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file of unsigned bytes (gzipped when the name ends in .gz)."""
+    import gzip
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    data = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+def write_idx_dataset(folder: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) -> dict:
+    """MNIST-layout files of learnable 28x28 images (class k lights up row band k)."""
+    from datamodules._download import md5sum
+
+    rng = np.random.default_rng(seed)
+    md5 = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, size=(n, 28, 28))
+        for i, k in enumerate(labels):
+            images[i, 2 * k + 4 : 2 * k + 7, 4:24] = 250
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    for path in folder.iterdir():
+        md5[path.name] = md5sum(path)
+    return md5
+
+
+def write_cifar_archive(folder: Path, n_train: int = 40, n_test: int = 20) -> str:
+    """A CIFAR-10-layout ``cifar-10-python.tar.gz`` (two train batches); returns its MD5."""
+    import io
+    import pickle
+    import tarfile
+
+    from datamodules._download import md5sum
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, n in (
+            ("data_batch_1", n_train // 2),
+            ("data_batch_2", n_train // 2),
+            ("test_batch", n_test),
+        ):
+            batch = {
+                b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+                b"labels": [i % 10 for i in range(n)],
+            }
+            payload = pickle.dumps(batch)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return md5sum(path)
+
+
+def write_image_folder(root: Path, per_class: int = 8, size: int = 12) -> Path:
+    """Class folders of PNGs: grey, RGB and RGBA images mixed, each class a different tint."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = {"cat": (200, 40, 40), "dog": (40, 200, 40), "owl": (40, 40, 200)}
+    for name, colour in colours.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = (rng.integers(0, 40, (size, size, 3)) + np.array(colour)).clip(0, 255)
+            image = Image.fromarray(pixels.astype(np.uint8))
+            mode = ("RGB", "L", "RGBA")[i % 3]
+            image.convert(mode).save(root / name / f"{i}.png")
+    return root
+
+
+def image_data_overrides(cfg, tmp_path: Path, monkeypatch) -> list[str]:
+    """Image presets: generated files in place of the real datasets (no download)."""
+    from datamodules.image import CIFAR10DataModule
+
+    name = cfg.datamodule._name_
+    data = tmp_path / "data"
+    if name in ("mnist", "fashion_mnist"):
+        write_idx_dataset(data / name)
+    elif name == "cifar10":
+        monkeypatch.setattr(CIFAR10DataModule, "MD5", write_cifar_archive(data / "cifar10"))
+    elif name == "image_folder":
+        return [f"datamodule.path={write_image_folder(tmp_path / 'images')}"]
+    else:
+        return []
+    return [f"datamodule.data_dir={data}", "datamodule.download=false"]

@@ -28,10 +28,10 @@ def _preset_using(task_name: str) -> str | None:
 
 
 @pytest.mark.parametrize("task_name", sorted(list_tasks()))
-def test_every_registered_task_passes_the_kit(task_name, tmp_path):
+def test_every_registered_task_passes_the_kit(task_name, tmp_path, monkeypatch):
     preset = _preset_using(task_name)
     assert preset, f"task {task_name!r} has no preset, so nothing checks it"
-    report = check_preset(preset, tmp_path, user_data_overrides(preset, tmp_path))
+    report = check_preset(preset, tmp_path, user_data_overrides(preset, tmp_path, monkeypatch))
     assert report["predictions"]["rows"] > 0
     assert any(k.startswith("test/") for k in report["test"])
 

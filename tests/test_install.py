@@ -5,6 +5,7 @@ cleanly by ``pip uninstall``."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import venv
@@ -23,6 +24,16 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def _wheel(source: Path, out: Path, dist: str) -> Path:
+    """Build from a copy: setuptools leaves ``build/`` and ``*.egg-info`` beside the sources,
+    and a stale ``egg-info`` in the checkout would shadow the installed metadata."""
+    copy = out.parent / f"src-{dist}"
+    shutil.copytree(
+        source,
+        copy,
+        ignore=shutil.ignore_patterns(
+            ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", "outputs"
+        ),
+    )
     _run(
         sys.executable,
         "-m",
@@ -33,7 +44,7 @@ def _wheel(source: Path, out: Path, dist: str) -> Path:
         "-q",
         "-w",
         str(out),
-        str(source),
+        str(copy),
         cwd=out.parent,
     )
     (wheel,) = out.glob(f"{dist.replace('-', '_')}-*.whl")

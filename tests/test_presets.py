@@ -38,8 +38,8 @@ def test_preset_composes_to_registered_classes(preset):
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_runs_fit_and_test_on_cpu(preset, tmp_path):
-    overrides = user_data_overrides(preset, tmp_path)
+def test_preset_runs_fit_and_test_on_cpu(preset, tmp_path, monkeypatch):
+    overrides = user_data_overrides(preset, tmp_path, monkeypatch)
     cfg = compose(
         preset, ["debug=fdr", "trainer.accelerator=cpu", f"output_dir={tmp_path}", *overrides]
     )

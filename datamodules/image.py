@@ -1,0 +1,629 @@
+"""Image classification data held in memory as ``uint8`` tensors.
+
+Every datamodule here decodes its images once into a ``(N, C, H, W)`` uint8 tensor and
+serves batches as index slices (no per-image PIL work, no workers): MNIST-size data
+fits in a few tens of MB, and conversion to float, normalisation and augmentation
+happen batch-wise on the training device inside the task.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import tarfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from datamodules._download import fetch, md5sum
+from datamodules.base import BaseDataModule, split_indices
+from tasks.errors import ConfigError, DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class ImageWarning(UserWarning):
+    """Images were skipped (unreadable or corrupt)."""
+
+
+class ImageDataModule(BaseDataModule):
+    """Shared logic of the in-memory image datamodules.
+
+    A subclass implements :meth:`load_splits`, returning uint8 images and labels for
+    ``train`` (and ``test`` where the dataset defines one). Validation rows come from
+    the training set (stratified by class, seeded); without a test set, test rows too.
+    The per-channel mean and standard deviation of the training split, the class names
+    and the image shape are the state saved with checkpoints.
+
+    Args:
+        download: Fetch missing files from the dataset's mirrors (checksums verified).
+        mirrors: Base URLs to download from instead of the dataset's own.
+        predict_path: An image file or a folder of images to predict.
+        **kwargs: Loader and split settings of :class:`~datamodules.base.BaseDataModule`.
+    """
+
+    #: Where the files can be downloaded from, tried in order.
+    MIRRORS: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        download: bool = True,
+        mirrors: Sequence[str] | None = None,
+        predict_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._state: dict[str, Any] = {}
+        self.predict_names: list[str] = []
+
+    # -- what subclasses provide ---------------------------------------------------------
+    def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{"train": (images, labels), "test": ...}``: uint8 ``(N, C, H, W)``, int64 labels."""
+        raise NotImplementedError
+
+    def default_class_names(self, num_classes: int) -> list[str]:
+        return [str(i) for i in range(num_classes)]
+
+    @property
+    def mirrors(self) -> Sequence[str]:
+        return list(self.hparams.mirrors or self.MIRRORS)
+
+    @property
+    def folder(self) -> Path:
+        """Where this dataset's files live: ``<data_dir>/<name>``."""
+        return Path(self.hparams.data_dir) / self.dataset_name
+
+    @property
+    def dataset_name(self) -> str:
+        return type(self).__name__.removesuffix("DataModule").lower()
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self._state)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._state = dict(state_dict or {})
+
+    @property
+    def class_names(self) -> list[str]:
+        self._require_fitted()
+        return list(self._state["class_names"])
+
+    def _require_fitted(self) -> None:
+        if not self._state:
+            raise DataError(
+                f"{type(self).__name__} has no statistics yet: call setup('fit') or restore "
+                "it from a checkpoint (ckpt_path=...) first"
+            )
+
+    def data_facts(self) -> dict[str, Any]:
+        self._require_fitted()
+        s = self._state
+        return {
+            "num_classes": len(s["class_names"]),
+            "in_channels": s["channels"],
+            "image_size": list(s["image_size"]),
+            "class_counts": list(s["class_counts"]),
+            "mean": list(s["mean"]),
+            "std": list(s["std"]),
+        }
+
+    # -- setup ---------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        self.load_splits()  # downloads once, on one process
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            self._setup_predict()
+            return
+        if self.train_data is not None:
+            return
+        hp = self.hparams
+        splits = self.load_splits()
+        x, y = splits["train"]
+        _check_images(x, y, f"{type(self).__name__} training set")
+        has_val, has_test = "val" in splits, "test" in splits
+        train_idx, val_idx, test_idx = split_indices(
+            len(y),
+            0.0 if has_val else hp.val_fraction,
+            0.0 if has_test else hp.test_fraction,
+            hp.seed,
+            stratify=y.numpy(),
+        )
+        val_x, val_y = splits["val"] if has_val else (x[val_idx], y[val_idx])
+        if len(val_y) == 0:
+            raise ConfigError("datamodule.val_fraction leaves no validation images; raise it")
+        train_x, train_y = x[train_idx], y[train_idx]
+        if not self._state:
+            num_classes = int(y.max()) + 1
+            names = splits.get("class_names") or self.default_class_names(num_classes)
+            self._state = {
+                "class_names": list(names),
+                "channels": int(x.shape[1]),
+                "image_size": [int(x.shape[2]), int(x.shape[3])],
+                "class_counts": torch.bincount(train_y, minlength=len(names)).tolist(),
+                **_channel_stats(train_x),
+            }
+        self.train_data = (train_x, train_y)
+        self.val_data = (val_x, val_y)
+        if has_test:
+            test_x, test_y = splits["test"]
+            _check_images(test_x, test_y, f"{type(self).__name__} test set")
+            self.test_data = (test_x, test_y)
+        elif len(test_idx):
+            self.test_data = (x[test_idx], y[test_idx])
+
+    def _setup_predict(self) -> None:
+        hp = self.hparams
+        if hp.predict_path is None:
+            raise ConfigError("predicting needs datamodule.predict_path=IMAGE_OR_FOLDER")
+        self._require_fitted()
+        path = Path(hp.predict_path)
+        files = [path] if path.is_file() else _image_files(path, "datamodule.predict_path")
+        if not files:
+            raise DataError(f"datamodule.predict_path={path}: no image files found")
+        channels, size = self._state["channels"], tuple(self._state["image_size"])
+        images, kept, bad = _decode(files, channels, size)
+        _report_unreadable(bad, "datamodule.predict_path", skip=True)
+        if not kept:
+            raise DataError(f"datamodule.predict_path={path}: none of the images could be read")
+        self.predict_names = [str(p) for p in kept]
+        self.predict_data = (images,)
+
+    def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
+        names = self.class_names
+        frame = pd.DataFrame({"pred": [names[i] for i in outputs["pred"].tolist()]})
+        if "prob" in outputs:
+            prob = outputs["prob"].detach().float().cpu().numpy()
+            for j, name in enumerate(names):
+                frame[f"prob_{name}"] = prob[:, j]
+        if len(self.predict_names) == len(frame):
+            frame.insert(0, "file", self.predict_names)
+        return frame
+
+
+def _check_images(x: Tensor, y: Tensor, where: str) -> None:
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise DataError(
+            f"{where}: expected uint8 images (N, C, H, W), got {x.dtype} {tuple(x.shape)}"
+        )
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} images but {len(y)} labels")
+    if len(x) == 0:
+        raise DataError(f"{where}: no images")
+
+
+def _channel_stats(x: Tensor) -> dict[str, list[float]]:
+    """Per-channel mean and std of uint8 images in [0, 1] units, in chunks (no float copy)."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in x.split(4096):
+        c = chunk.to(torch.float64).div_(255)
+        total += c.sum(dim=(0, 2, 3))
+        squares += c.pow(2).sum(dim=(0, 2, 3))
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / n
+    std = (squares / n - mean.pow(2)).clamp(min=1e-12).sqrt()
+    return {"mean": mean.tolist(), "std": torch.where(std > 1e-6, std, 1.0).tolist()}
+
+
+# -- IDX files (MNIST, Fashion-MNIST) --------------------------------------------------------
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array; checks the header against the size."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(
+            f"{path}: cannot be read ({exc}); delete it so it is fetched again"
+        ) from exc
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        raise DataError(
+            f"{path}: truncated or corrupt IDX file ({len(data)} bytes, header says {expected}); "
+            "delete it so it is fetched again"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+class MNISTDataModule(ImageDataModule):
+    """MNIST handwritten digits: 60,000 training and 10,000 test images, grey 28x28.
+
+    Files (``train-images-idx3-ubyte.gz`` and the three others) are looked for in
+    ``<data_dir>/mnist`` and downloaded there when missing (MD5 verified).
+    """
+
+    MIRRORS = (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    )
+    FILES = {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    }
+    #: Other folders holding the same files (e.g. installed by a system package).
+    SEARCH: tuple[str, ...] = ()
+    CLASS_NAMES: tuple[str, ...] = ()
+
+    @property
+    def dataset_name(self) -> str:
+        return "mnist"
+
+    def default_class_names(self, num_classes: int) -> list[str]:
+        return list(self.CLASS_NAMES) or super().default_class_names(num_classes)
+
+    def _path(self, filename: str) -> Path:
+        return fetch(
+            filename,
+            self.folder,
+            self.mirrors,
+            self.FILES[filename],
+            search=[Path(p) for p in self.SEARCH],
+            download=self.hparams.download,
+            what=type(self).__name__,
+        )
+
+    def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        if getattr(self, "_splits", None) is None:
+            out = {}
+            for split, prefix in (("train", "train"), ("test", "t10k")):
+                images = read_idx(self._path(f"{prefix}-images-idx3-ubyte.gz"))
+                labels = read_idx(self._path(f"{prefix}-labels-idx1-ubyte.gz"))
+                if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+                    raise DataError(
+                        f"{type(self).__name__}: {prefix} files disagree: images "
+                        f"{images.shape}, labels {labels.shape}"
+                    )
+                out[split] = (
+                    torch.from_numpy(images.copy()).unsqueeze(1),
+                    torch.from_numpy(labels.astype(np.int64)),
+                )
+            self._splits = out
+        return self._splits
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST: 60,000 + 10,000 grey 28x28 clothing images in 10 classes.
+
+    Also found, without copying, where Debian's ``dataset-fashion-mnist`` package
+    installs it (``/usr/share/datasets/fashion-mnist``).
+    """
+
+    MIRRORS = (
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    )
+    FILES = {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    }
+    SEARCH = ("/usr/share/datasets/fashion-mnist",)
+    CLASS_NAMES = (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
+
+    @property
+    def dataset_name(self) -> str:
+        return "fashion_mnist"
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10: 50,000 training and 10,000 test colour 32x32 images in 10 classes.
+
+    Reads ``cifar-10-python.tar.gz`` from ``<data_dir>/cifar10`` (downloaded there when
+    missing). The archive holds pickles, so its MD5 is checked before every read, not
+    only after a download.
+    """
+
+    MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
+    ARCHIVE = "cifar-10-python.tar.gz"
+    MD5 = "c58f30108f718f92721af3b95e74349a"
+    CLASS_NAMES = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
+
+    @property
+    def dataset_name(self) -> str:
+        return "cifar10"
+
+    def default_class_names(self, num_classes: int) -> list[str]:
+        return list(self.CLASS_NAMES)
+
+    def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        if getattr(self, "_splits", None) is not None:
+            return self._splits
+        archive = fetch(
+            self.ARCHIVE,
+            self.folder,
+            self.mirrors,
+            self.MD5,
+            download=self.hparams.download,
+            what=type(self).__name__,
+        )
+        if md5sum(archive) != self.MD5:
+            raise DataError(
+                f"{archive}: MD5 differs from the official CIFAR-10 archive; delete it so it "
+                "is fetched again (it holds pickles, so only the official file is read)"
+            )
+        batches: dict[str, dict] = {}
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                name = Path(member.name).name
+                if name.startswith(("data_batch_", "test_batch")):
+                    batches[name] = pickle.load(tar.extractfile(member), encoding="bytes")  # noqa: S301
+        parts = {
+            "train": sorted(n for n in batches if n.startswith("data_batch_")),
+            "test": ["test_batch"],
+        }
+        out = {}
+        for split, names in parts.items():
+            if not names or any(n not in batches for n in names):
+                raise DataError(f"{archive}: missing {split} batches; delete it and fetch again")
+            data = np.concatenate([batches[n][b"data"] for n in names])
+            labels = np.concatenate([np.asarray(batches[n][b"labels"]) for n in names])
+            out[split] = (
+                torch.from_numpy(data.reshape(-1, 3, 32, 32).astype(np.uint8)),
+                torch.from_numpy(labels.astype(np.int64)),
+            )
+        self._splits = out
+        return out
+
+
+class DigitsDataModule(ImageDataModule):
+    """scikit-learn's 1,797 grey 8x8 handwritten digits (always offline).
+
+    There is no official test set: ``test_fraction`` and ``val_fraction`` of the images
+    are held out, stratified by class and seeded.
+    """
+
+    @property
+    def dataset_name(self) -> str:
+        return "digits"
+
+    def load_splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+        return {
+            "train": (
+                torch.from_numpy(images).unsqueeze(1),
+                torch.from_numpy(digits.target.astype(np.int64)),
+            )
+        }
+
+
+# -- folders of image files ------------------------------------------------------------------
+def _image_files(folder: Path, option: str) -> list[Path]:
+    if not folder.is_dir():
+        raise DataError(f"{option}={folder}: no such folder")
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _to_mode(image: Any, channels: int) -> Any:
+    """Grey, RGB, RGBA, palette and 16-bit images to one mode; transparency over white."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = array.max() or 1.0
+        image = Image.fromarray(np.rint(array * (255.0 / peak)).astype(np.uint8))
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def _decode(
+    files: Sequence[Path], channels: int, size: tuple[int, int]
+) -> tuple[Tensor, list[Path], list[tuple[Path, str]]]:
+    """Decode, convert and resize; unreadable files are returned, not raised."""
+    from PIL import Image
+
+    out = torch.empty((len(files), channels, *size), dtype=torch.uint8)
+    kept: list[Path] = []
+    bad: list[tuple[Path, str]] = []
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                image = _to_mode(image, channels)
+                if image.size != (size[1], size[0]):
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8)
+        except Exception as exc:  # PIL raises many types for broken files
+            bad.append((path, f"{type(exc).__name__}: {exc}"))
+            continue
+        array = array[:, :, None] if array.ndim == 2 else array
+        out[len(kept)] = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        kept.append(path)
+    return out[: len(kept)], kept, bad
+
+
+def _report_unreadable(bad: list[tuple[Path, str]], where: str, skip: bool) -> None:
+    if not bad:
+        return
+    listing = "; ".join(f"{p} ({why})" for p, why in bad[:10])
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    if not skip:
+        raise DataError(
+            f"{where}: {len(bad)} unreadable image(s): {listing}{more}. Remove them, or set "
+            "datamodule.on_corrupt=skip"
+        )
+    warnings.warn(
+        f"{where}: skipped {len(bad)} unreadable image(s): {listing}{more}",
+        ImageWarning,
+        stacklevel=3,
+    )
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Your own images: one sub-folder per class.
+
+    Either ``path/train/<class>/...`` with ``path/val/<class>`` and/or
+    ``path/test/<class>`` (missing splits are cut from train by seed), or
+    ``path/<class>/...`` split by seed into train, validation and test. Images are
+    decoded once, converted to one colour mode and resized to ``resize``, and held in
+    memory as uint8 (about ``N * C * H * W`` bytes).
+
+    Args:
+        path: The root folder.
+        resize: ``[height, width]`` (or one int) to resize every image to; default: the
+            size of the images when they all agree, else an error asking for it.
+        channels: 1 (grey), 3 (RGB), or ``auto``: RGB if any training image has colour.
+        on_corrupt: ``skip`` unreadable files with a warning listing them, or ``error``.
+        **kwargs: Download, predict and loader settings of :class:`ImageDataModule`.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        resize: int | Sequence[int] | None = None,
+        channels: int | str = "auto",
+        on_corrupt: str = "skip",
+        **kwargs: Any,
+    ) -> None:
+        if not path:
+            raise ConfigError(
+                "datamodule.path is required: the folder with one sub-folder per class"
+            )
+        if channels not in ("auto", 1, 3):
+            raise ConfigError(f"datamodule.channels={channels!r}; expected auto, 1 or 3")
+        if on_corrupt not in ("skip", "error"):
+            raise ConfigError(f"datamodule.on_corrupt={on_corrupt!r}; expected skip or error")
+        super().__init__(**kwargs)
+
+    @property
+    def dataset_name(self) -> str:
+        return Path(self.hparams.path).name
+
+    def _classes(self, root: Path) -> dict[str, list[Path]]:
+        if not root.is_dir():
+            raise DataError(f"datamodule.path={root}: no such folder")
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders:
+            raise DataError(
+                f"datamodule.path={root}: no class sub-folders; put each class's images in "
+                f"{root}/<class name>/"
+            )
+        classes = {f.name: _image_files(f, "datamodule.path") for f in folders}
+        empty = [name for name, files in classes.items() if not files]
+        if empty:
+            raise DataError(
+                f"datamodule.path={root}: class folder(s) {empty} hold no images "
+                f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder(s)"
+            )
+        return classes
+
+    def _size(self, files: list[Path]) -> tuple[int, int]:
+        from PIL import Image
+
+        size = self.hparams.resize
+        if size is not None:
+            size = [size, size] if isinstance(size, int) else list(size)
+            if len(size) != 2 or min(size) < 1:
+                raise ConfigError(f"datamodule.resize={size}; expected [height, width]")
+            return int(size[0]), int(size[1])
+        seen = set()
+        for path in files[:200]:
+            try:
+                with Image.open(path) as image:
+                    seen.add((image.height, image.width))
+            except Exception:  # reported by _decode
+                continue
+        if len(seen) != 1:
+            raise ConfigError(
+                f"datamodule.path: images have different sizes ({sorted(seen)[:4]}...); set "
+                "datamodule.resize=[height,width] (e.g. 64) to resize them all"
+            )
+        return seen.pop()
+
+    def _channels(self, files: list[Path]) -> int:
+        """3 when any image has colour (a pixel whose R, G and B differ), else 1."""
+        from PIL import Image
+
+        if self.hparams.channels != "auto":
+            return int(self.hparams.channels)
+        for path in files:
+            try:
+                with Image.open(path) as image:
+                    if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+                        continue
+                    rgb = np.asarray(_to_mode(image, 3), dtype=np.int16)
+            except Exception:  # reported by _decode
+                continue
+            if (rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any():
+                return 3
+        return 1
+
+    def load_splits(self) -> dict[str, Any]:
+        if getattr(self, "_splits", None) is not None:
+            return self._splits
+        hp = self.hparams
+        root = Path(hp.path)
+        layout = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+        trees = (
+            {s: self._classes(p) for s, p in layout.items()}
+            if "train" in layout
+            else {"train": self._classes(root)}
+        )
+        names = list(trees["train"])
+        for split, classes in trees.items():
+            unknown = sorted(set(classes) - set(names))
+            if unknown:
+                raise DataError(f"{root}/{split}: classes {unknown} are not in {root}/train")
+        every = [p for classes in trees.values() for files in classes.values() for p in files]
+        if self._state:
+            channels, size = self._state["channels"], tuple(self._state["image_size"])
+        else:
+            channels, size = self._channels(every), self._size(every)
+        out: dict[str, Any] = {"class_names": names}
+        for split, classes in trees.items():
+            files = [p for name in names for p in classes.get(name, [])]
+            labels = [i for i, name in enumerate(names) for _ in classes.get(name, [])]
+            images, kept, bad = _decode(files, channels, size)
+            _report_unreadable(
+                bad, f"{root}/{split}" if layout else str(root), skip=hp.on_corrupt == "skip"
+            )
+            keep = {p: i for i, p in enumerate(files)}
+            y = torch.tensor([labels[keep[p]] for p in kept], dtype=torch.int64)
+            out[split] = (images, y)
+        self._splits = out
+        return out

@@ -1,0 +1,55 @@
+"""What every classification task shares: class-prior baseline, predictions, confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchmetrics import classification as cm
+
+from tasks._plots import save_confusion_matrix
+
+
+class ClassificationOutputs:
+    """Mixin for a :class:`~tasks.base.BaseTask` whose network outputs class logits.
+
+    Needs ``hparams.num_classes`` and ``hparams.class_counts``; call
+    :meth:`init_confusion` in ``__init__`` after ``super().__init__()``.
+    """
+
+    def init_confusion(self) -> None:
+        self.test_confusion = cm.MulticlassConfusionMatrix(self.hparams.num_classes)
+
+    def baseline_output(self, output: Tensor) -> Tensor | None:
+        counts = self.hparams.class_counts
+        if not counts:
+            return None
+        prior = torch.tensor(counts, dtype=output.dtype, device=output.device).clamp(min=1e-3)
+        # log-prior logits: predicts the majority class, ranks every row the same (AUROC 0.5)
+        return prior.log().expand_as(output)
+
+    def predict_outputs(self, output: Tensor) -> dict[str, Tensor]:
+        prob = output.float().softmax(dim=-1)
+        return {"pred": prob.argmax(dim=-1), "prob": prob}
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        self.test_confusion.update(output.argmax(dim=-1), target)
+
+    def on_test_epoch_end(self) -> None:
+        # compute() syncs across ranks, so every rank runs it here, not in save_artifacts
+        self.test_confusion_matrix = self.test_confusion.compute().cpu()
+
+    def class_names(self, datamodule: L.LightningDataModule) -> list[str]:
+        names = getattr(datamodule, "class_names", None)
+        return (
+            [str(n) for n in names] if names else [str(i) for i in range(self.hparams.num_classes)]
+        )
+
+    def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
+        matrix = self.test_confusion_matrix
+        return save_confusion_matrix(matrix, self.class_names(datamodule), output_dir)
