@@ -13,7 +13,27 @@ from torch import Tensor, nn
 from tasks.errors import ConfigError, DataError
 
 
-class MnistCNN(nn.Module):
+class FeaturesHead(nn.Module):
+    """A network as ``features`` (image to vector) then ``classifier`` (vector to logits);
+    fine-tuning freezes ``features`` and trains ``classifier``."""
+
+    features: nn.Module
+    classifier: nn.Module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+def _dense_head(in_features: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+class MnistCNN(FeaturesHead):
     """The reference MNIST network: Conv2D(32, 3x3) -> MaxPool(2) -> ReLU -> Flatten ->
     Dense(64, relu) -> Dense(classes); 347,146 parameters on 28x28 grey digits."""
 
@@ -32,18 +52,10 @@ class MnistCNN(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten()
         )
-        self.classifier = nn.Sequential(
-            nn.Linear(32 * h * w, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
+        self.classifier = _dense_head(32 * h * w, hidden, dropout, num_classes)
 
 
-class CifarCNN(nn.Module):
+class CifarCNN(FeaturesHead):
     """The reference CIFAR-10 network: Conv2D(32) -> Conv2D(32) -> MaxPool -> Flatten ->
     Dense(512) -> Dense(classes), 3x3 valid convolutions, ReLU."""
 
@@ -67,15 +79,7 @@ class CifarCNN(nn.Module):
             nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        self.classifier = nn.Sequential(
-            nn.Linear(32 * h * w, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
+        self.classifier = _dense_head(32 * h * w, hidden, dropout, num_classes)
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -86,7 +90,7 @@ def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class ConvNet(nn.Module):
+class ConvNet(FeaturesHead):
     """Stages of ``convs`` 3x3 conv-BN-ReLU layers, each stage followed by 2x2 max pooling
     (while the image is at least 2x2), then a classifier head.
 
@@ -129,15 +133,7 @@ class ConvNet(nn.Module):
             self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(c, num_classes))
         else:
             self.features = nn.Sequential(*layers, nn.Flatten())
-            self.classifier = nn.Sequential(
-                nn.Linear(c * h * w, hidden),
-                nn.ReLU(inplace=True),
-                nn.Dropout(dropout),
-                nn.Linear(hidden, num_classes),
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x))
+            self.classifier = _dense_head(c * h * w, hidden, dropout, num_classes)
 
 
 class _Residual(nn.Module):
@@ -149,7 +145,7 @@ class _Residual(nn.Module):
         return x + self.body(x)
 
 
-class ResNetSmall(nn.Module):
+class ResNetSmall(FeaturesHead):
     """A ResNet-9-style network for 32x32 images (about 6.6M parameters at width 64):
     prep conv, three stages of conv-pool (the first and last with a residual block),
     global max pooling and a scaled linear head. Trained with label smoothing, flips,
