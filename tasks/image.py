@@ -266,7 +266,7 @@ class ImageClassification(ClassificationOutputs, BaseTask):
                     images,
                     titles,
                     output_dir / "worst_misclassified.png",
-                    "Most confidently wrong test images",
+                    "Misclassified test images, least probability on the true class first",
                 )
             )
         return paths
