@@ -7,9 +7,38 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import Tensor
+from torchmetrics import MetricCollection
 from torchmetrics import classification as cm
 
 from tasks._plots import save_confusion_matrix
+
+
+def label_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy, precision, recall, F1 and AUROC: binary (positive class 1) or macro-averaged.
+
+    Updated with probabilities: of class 1 when binary, of every class otherwise (see
+    :meth:`ClassificationOutputs.metric_inputs`).
+    """
+    n = num_classes
+    if n == 2:
+        return MetricCollection(
+            {
+                "acc": cm.BinaryAccuracy(),
+                "precision": cm.BinaryPrecision(),
+                "recall": cm.BinaryRecall(),
+                "f1": cm.BinaryF1Score(),
+                "auroc": cm.BinaryAUROC(),
+            }
+        )
+    return MetricCollection(
+        {
+            "acc": cm.MulticlassAccuracy(n, average="micro"),
+            "precision": cm.MulticlassPrecision(n, average="macro"),
+            "recall": cm.MulticlassRecall(n, average="macro"),
+            "f1": cm.MulticlassF1Score(n, average="macro"),
+            "auroc": cm.MulticlassAUROC(n),
+        }
+    )
 
 
 class ClassificationOutputs:
@@ -21,6 +50,11 @@ class ClassificationOutputs:
 
     def init_confusion(self) -> None:
         self.test_confusion = cm.MulticlassConfusionMatrix(self.hparams.num_classes)
+
+    def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Probabilities for :func:`label_metrics`."""
+        prob = output.float().softmax(dim=-1)
+        return (prob[:, 1] if self.hparams.num_classes == 2 else prob), target
 
     def baseline_output(self, output: Tensor) -> Tensor | None:
         counts = self.hparams.class_counts

@@ -160,6 +160,9 @@ class ImageClassification(ClassificationOutputs, BaseTask):
             metrics[f"top{k}_acc"] = cm.MulticlassAccuracy(n, top_k=k, average="micro")
         return MetricCollection(metrics)
 
+    def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        return output, target  # multiclass metrics (top-k too) take logits, even for 2 classes
+
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 pixels to standardised floats; float input is taken as already normalised."""
         if images.dtype != torch.uint8:

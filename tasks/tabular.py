@@ -10,9 +10,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
-from torchmetrics import classification as cm
 
-from tasks._classify import ClassificationOutputs
+from tasks._classify import ClassificationOutputs, label_metrics
 from tasks._plots import save_regression_plots
 from tasks.base import BaseTask
 from tasks.errors import ConfigError
@@ -146,30 +145,7 @@ class TabularClassification(ClassificationOutputs, _TabularTask):
         return nn.CrossEntropyLoss(weight=self._weights())
 
     def configure_metrics(self) -> MetricCollection:
-        n = self.hparams.num_classes
-        if n == 2:
-            return MetricCollection(
-                {
-                    "acc": cm.BinaryAccuracy(),
-                    "precision": cm.BinaryPrecision(),
-                    "recall": cm.BinaryRecall(),
-                    "f1": cm.BinaryF1Score(),
-                    "auroc": cm.BinaryAUROC(),
-                }
-            )
-        return MetricCollection(
-            {
-                "acc": cm.MulticlassAccuracy(n, average="micro"),
-                "precision": cm.MulticlassPrecision(n, average="macro"),
-                "recall": cm.MulticlassRecall(n, average="macro"),
-                "f1": cm.MulticlassF1Score(n, average="macro"),
-                "auroc": cm.MulticlassAUROC(n),
-            }
-        )
-
-    def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        prob = output.softmax(dim=-1)
-        return (prob[:, 1] if self.hparams.num_classes == 2 else prob), target
+        return label_metrics(self.hparams.num_classes)
 
 
 class TabularRegression(_TabularTask):

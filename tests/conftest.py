@@ -115,6 +115,8 @@ def user_data_overrides(preset: str, tmp_path, monkeypatch=None) -> list[str]:
     if str(cfg.task._name_) == "image_classification":
         return image_data_overrides(cfg, tmp_path, monkeypatch)
     missing = OmegaConf.missing_keys(cfg)
+    if missing and str(cfg.task._name_) == "sequence_classification":
+        return [f"datamodule.path={write_ucr_csv(tmp_path / 'sequences.csv')}"]
     if not missing:
         return []
     assert missing <= {"datamodule.path", "datamodule.target"}, missing
@@ -215,3 +217,17 @@ def image_data_overrides(cfg, tmp_path: Path, monkeypatch) -> list[str]:
     else:
         return []
     return [f"datamodule.data_dir={data}", "datamodule.download=false"]
+
+
+def write_ucr_csv(path: Path, n: int = 60, steps: int = 24) -> Path:
+    """UCR layout (label, then one column per step): class 1 has a burst somewhere."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    x = rng.normal(0, 0.3, (n, steps))
+    for i in np.flatnonzero(labels):
+        start = rng.integers(0, steps - 6)
+        x[i, start : start + 6] += np.sin(np.arange(6) * 2.5) * 2
+    frame = pd.DataFrame(x, columns=[f"t_{j}" for j in range(steps)])
+    frame.insert(0, "label", labels)
+    frame.to_csv(path, index=False)
+    return path

@@ -1,0 +1,425 @@
+"""Fixed-length sequences with a class label: CSV files (UCR or column layout), numpy
+arrays from Python, the bundled GunPoint data, and the reference anomaly curves."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from datamodules._table_prep import DataWarning, read_table
+from datamodules.base import BaseDataModule, split_indices
+from tasks.errors import ConfigError, DataError, did_you_mean
+
+LAYOUTS = ("label_first", "columns")
+NORMALIZE = ("global", "per_sequence", "none")
+NAN_POLICIES = ("error", "interpolate")
+#: Sequence sets shipped in datamodules/data (see its README): name -> (train, test) files.
+BUNDLED = {"gunpoint": ("gunpoint_train.csv.gz", "gunpoint_test.csv.gz")}
+
+
+def interpolate_gaps(x: np.ndarray) -> np.ndarray:
+    """Fill NaNs inside each sequence (last axis) linearly; ends take the nearest value."""
+    out = x.copy()
+    flat = out.reshape(-1, out.shape[-1])
+    steps = np.arange(flat.shape[1])
+    for row in flat:
+        gaps = np.isnan(row)
+        if gaps.all():
+            raise DataError("a sequence has no values at all; drop it")
+        if gaps.any():
+            row[gaps] = np.interp(steps[gaps], steps[~gaps], row[~gaps])
+    return out
+
+
+class SequenceDataModule(BaseDataModule):
+    """Labelled fixed-length sequences ``(N, channels, steps)`` held in memory.
+
+    Sources (exactly one): ``path`` (CSV/TSV/Parquet), ``dataset`` (bundled:
+    ``gunpoint``), ``arrays`` (Python: ``(x, y)`` with ``x`` of shape ``(N, steps)`` or
+    ``(N, channels, steps)``), or a subclass's :meth:`load_arrays`.
+
+    CSV layouts: ``label_first`` (UCR: the label, then one column per step) or
+    ``columns`` (a ``target`` column plus value columns, ``features`` or every other
+    column). With ``channels=C`` the value columns are C blocks of equal length,
+    channel after channel (``a_t0..a_tN, b_t0..b_tN``).
+
+    Args:
+        path: Labelled sequences file.
+        dataset: A bundled set instead of ``path``.
+        arrays: ``(x, y)`` numpy arrays instead of ``path`` (Python only; not saved).
+        layout: ``label_first`` or ``columns``.
+        target: Label column for ``layout=columns``.
+        features: Value columns for ``layout=columns`` (default: all but the target).
+        channels: Values per time step.
+        expected_classes: Expected number of classes; more labels than that is an error.
+        normalize: ``global`` (per-channel mean/std of the training split),
+            ``per_sequence`` (z-normalise each sequence) or ``none``.
+        nan: ``error``, or ``interpolate`` gaps inside a sequence linearly.
+        test_path: Separate test file (same layout); otherwise split by ``test_fraction``.
+        predict_path: Sequences to predict (same layout, label optional).
+        **kwargs: Loader and split settings of :class:`~datamodules.base.BaseDataModule`.
+    """
+
+    not_hyperparameters = ("arrays",)
+
+    def __init__(
+        self,
+        path: str | None = None,
+        dataset: str | None = None,
+        arrays: tuple[np.ndarray, np.ndarray] | None = None,
+        layout: str = "label_first",
+        target: str | None = None,
+        features: Sequence[str] | None = None,
+        channels: int = 1,
+        expected_classes: int | None = None,
+        normalize: str = "global",
+        nan: str = "error",
+        test_path: str | None = None,
+        predict_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        own = type(self).load_arrays is not SequenceDataModule.load_arrays
+        sources = [
+            n
+            for n, v in (("path", path), ("dataset", dataset), ("arrays", arrays))
+            if v is not None
+        ]
+        if len(sources) != (0 if own else 1):
+            raise ConfigError(
+                f"{type(self).__name__} needs "
+                + (
+                    "no data source (it makes its own)"
+                    if own
+                    else "exactly one data source: "
+                    "datamodule.path=FILE or datamodule.dataset=NAME (or arrays= from Python)"
+                )
+                + f"; got {sources or 'none'}"
+            )
+        if dataset is not None and dataset not in BUNDLED:
+            raise ConfigError(
+                f"datamodule.dataset={dataset!r} is not bundled.{did_you_mean(dataset, BUNDLED)} "
+                f"Available: {', '.join(BUNDLED)}"
+            )
+        for name, value, allowed in (
+            ("layout", layout, LAYOUTS),
+            ("normalize", normalize, NORMALIZE),
+            ("nan", nan, NAN_POLICIES),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"datamodule.{name}={value!r}; expected one of {allowed}")
+        if layout == "columns" and path is not None and not target:
+            raise ConfigError("layout=columns needs datamodule.target=LABEL_COLUMN")
+        if channels < 1:
+            raise ConfigError(f"datamodule.channels must be >= 1, got {channels}")
+        super().__init__(**kwargs)
+        self._arrays = arrays
+        self._state: dict[str, Any] = {}
+
+    # -- reading -------------------------------------------------------------------------
+    def load_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{"train": (x, labels), "test": ...}`` for subclasses that make their own data."""
+        raise NotImplementedError
+
+    def _shape(self, values: np.ndarray, where: str) -> np.ndarray:
+        hp = self.hparams
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim == 2:
+            if values.shape[1] % hp.channels:
+                raise DataError(
+                    f"{where}: {values.shape[1]} value columns do not split into "
+                    f"datamodule.channels={hp.channels} equal blocks"
+                )
+            values = values.reshape(len(values), hp.channels, -1)
+        if values.ndim != 3:
+            raise DataError(
+                f"{where}: expected (N, steps) or (N, channels, steps), got {values.shape}"
+            )
+        if np.isnan(values).any():
+            if hp.nan == "error":
+                rows = np.flatnonzero(np.isnan(values).any(axis=(1, 2)))
+                raise DataError(
+                    f"{where}: {len(rows)} sequence(s) contain NaN (first rows: "
+                    f"{rows[:5].tolist()}); fill them, or set datamodule.nan=interpolate "
+                    "to fill gaps linearly"
+                )
+            values = interpolate_gaps(values)
+        return values
+
+    def _read(
+        self, source: Any, where: str, labelled: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        hp = self.hparams
+        try:
+            frame = source if isinstance(source, pd.DataFrame) else read_table(source, where)
+        except pd.errors.ParserError as exc:
+            raise DataError(f"{where}: ragged rows, not one value per column ({exc})") from exc
+        if hp.layout == "label_first":
+            labels = frame.iloc[:, 0] if labelled else None
+            values = frame.iloc[:, 1:] if labelled else frame
+        else:
+            target = hp.target or "label"
+            if labelled and target not in frame.columns:
+                hint = did_you_mean(target, [str(c) for c in frame.columns])
+                raise DataError(f"{where}: no label column {target!r}.{hint}")
+            cols = list(hp.features) if hp.features else [c for c in frame.columns if c != target]
+            missing = [c for c in cols if c not in frame.columns]
+            if missing:
+                raise DataError(f"{where}: value columns {missing} are missing")
+            labels = frame[target] if labelled and target in frame.columns else None
+            values = frame[cols]
+        bad = [str(c) for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
+        if bad:
+            raise DataError(
+                f"{where}: value columns {bad[:5]} are not numeric (is the layout right? "
+                f"datamodule.layout={hp.layout})"
+            )
+        array = values.to_numpy(dtype=np.float64)
+        trailing = np.isnan(array[:, -1]) & ~np.isnan(array).all(axis=1)
+        if trailing.any() and not np.isnan(array[:, -1]).all():
+            rows = np.flatnonzero(trailing)[:5].tolist()
+            lengths = (~np.isnan(array)).sum(axis=1)
+            raise DataError(
+                f"{where}: ragged rows: row(s) {rows} are shorter "
+                f"({sorted(set(lengths[rows].tolist()))} values) than the longest "
+                f"({array.shape[1]}); sequences must have one length"
+            )
+        return self._shape(array, where), None if labels is None else labels.to_numpy()
+
+    def _raw(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        hp = self.hparams
+        if type(self).load_arrays is not SequenceDataModule.load_arrays:
+            return {
+                k: (self._shape(x, f"{type(self).__name__}.load_arrays()"), np.asarray(y))
+                for k, (x, y) in self.load_arrays().items()
+            }
+        if self._arrays is not None:
+            x, y = self._arrays
+            if len(x) != len(y):
+                raise DataError(f"arrays: {len(x)} sequences but {len(y)} labels")
+            return {"train": (self._shape(x, "arrays"), np.asarray(y))}
+        if hp.dataset is not None:
+            out = {}
+            for split, name in zip(("train", "test"), BUNDLED[hp.dataset]):
+                with resources.as_file(resources.files("datamodules") / "data" / name) as path:
+                    out[split] = self._read(pd.read_csv(path), f"datamodule.dataset={hp.dataset}")
+            return out
+        out = {"train": self._read(hp.path, "datamodule.path")}
+        if hp.test_path is not None:
+            out["test"] = self._read(hp.test_path, "datamodule.test_path")
+        return out
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self._state)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._state = dict(state_dict or {})
+
+    def _require_fitted(self) -> None:
+        if not self._state:
+            raise DataError(
+                f"{type(self).__name__}: call setup('fit') or restore it from a checkpoint first"
+            )
+
+    @property
+    def class_names(self) -> list[str]:
+        self._require_fitted()
+        return [str(c) for c in self._state["classes"]]
+
+    def data_facts(self) -> dict[str, Any]:
+        self._require_fitted()
+        return {
+            "num_classes": len(self._state["classes"]),
+            "in_channels": self._state["channels"],
+            "seq_len": self._state["steps"],
+            "class_counts": list(self._state["class_counts"]),
+        }
+
+    def _encode(self, labels: np.ndarray, where: str) -> Tensor:
+        classes = list(self._state["classes"])
+        lookup = {c: i for i, c in enumerate(classes)}
+        unknown = sorted({str(v) for v in labels if _key(v) not in lookup})
+        if unknown:
+            raise DataError(
+                f"{where}: labels {unknown[:5]} were not in the training data {classes}"
+            )
+        return torch.tensor([lookup[_key(v)] for v in labels], dtype=torch.long)
+
+    def _transform(self, x: np.ndarray) -> Tensor:
+        if self.hparams.normalize == "per_sequence":
+            std = x.std(axis=-1, keepdims=True)
+            x = (x - x.mean(axis=-1, keepdims=True)) / np.where(std > 0, std, 1.0)
+        elif self.hparams.normalize == "global":
+            mean = np.asarray(self._state["mean"])[None, :, None]
+            std = np.asarray(self._state["std"])[None, :, None]
+            x = (x - mean) / std
+        return torch.from_numpy(x.astype(np.float32))
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            self._setup_predict()
+            return
+        if self.train_data is not None:
+            return
+        hp = self.hparams
+        raw = self._raw()
+        x, labels = raw["train"]
+        if len(x) == 0:
+            raise DataError("no sequences in the training data")
+        has_test = "test" in raw
+        train_idx, val_idx, test_idx = split_indices(
+            len(x), hp.val_fraction, 0.0 if has_test else hp.test_fraction, hp.seed, stratify=labels
+        )
+        if not self._state:
+            classes = sorted({_key(v) for v in labels}, key=lambda v: (str(type(v)), v))
+            if hp.expected_classes is not None and len(classes) > hp.expected_classes:
+                raise DataError(
+                    f"the label column has {len(classes)} classes {classes[:10]}, but "
+                    f"datamodule.expected_classes={hp.expected_classes}; is the label column right?"
+                )
+            if len(classes) < 2:
+                raise DataError(
+                    f"the labels hold a single class {classes}; classification needs two"
+                )
+            train = x[train_idx]
+            std = train.std(axis=(0, 2))
+            self._state = {
+                "classes": classes,
+                "channels": int(x.shape[1]),
+                "steps": int(x.shape[2]),
+                "mean": train.mean(axis=(0, 2)).tolist(),
+                "std": np.where(std > 0, std, 1.0).tolist(),
+            }
+            counts = np.bincount(
+                self._encode(labels[train_idx], "labels").numpy(), minlength=len(classes)
+            )
+            self._state["class_counts"] = counts.tolist()
+        y = self._encode(labels, "training labels")
+        data = self._transform(x)
+        self.train_data = (data[train_idx], y[train_idx])
+        self.val_data = (data[val_idx], y[val_idx])
+        if has_test:
+            tx, tl = raw["test"]
+            self._check_steps(tx, "test data")
+            self.test_data = (self._transform(tx), self._encode(tl, "test labels"))
+        elif len(test_idx):
+            self.test_data = (data[test_idx], y[test_idx])
+
+    def _check_steps(self, x: np.ndarray, where: str) -> None:
+        want = (self._state["channels"], self._state["steps"])
+        if tuple(x.shape[1:]) != want:
+            raise DataError(
+                f"{where}: sequences of shape {tuple(x.shape[1:])}, trained on {want} "
+                "(channels, steps)"
+            )
+
+    def _setup_predict(self) -> None:
+        hp = self.hparams
+        if hp.predict_path is None:
+            raise ConfigError("predicting needs datamodule.predict_path=FILE")
+        self._require_fitted()
+        frame = read_table(hp.predict_path, "datamodule.predict_path")
+        expected = self._state["channels"] * self._state["steps"]
+        labelled = frame.shape[1] == expected + 1
+        if not labelled and frame.shape[1] != expected:
+            warnings.warn(
+                f"datamodule.predict_path: {frame.shape[1]} columns for {expected} values",
+                DataWarning,
+                stacklevel=2,
+            )
+        x, _ = self._read(frame, "datamodule.predict_path", labelled=labelled)
+        self._check_steps(x, "datamodule.predict_path")
+        self.predict_data = (self._transform(x),)
+
+    def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
+        names = self.class_names
+        frame = pd.DataFrame({"pred": [names[i] for i in outputs["pred"].tolist()]})
+        prob = outputs["prob"].detach().float().cpu().numpy()
+        for j, name in enumerate(names):
+            frame[f"prob_{name}"] = prob[:, j]
+        return frame
+
+
+def _key(value: Any) -> Any:
+    """Labels as plain Python values (numpy ints and floats like 1.0 become ints)."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class CurvesDataModule(SequenceDataModule):
+    """The reference anomaly curves, generated: smooth noisy curves, half of them with one
+    local anomaly about a dozen steps wide.
+
+    Each curve is ``sum_k a_k sin(2 pi f_k t / steps + phi_k)`` over three waves
+    (``a ~ U(0.3, 1)``, ``f ~ U(0.5, 3)`` cycles per curve, ``phi ~ U(0, 2 pi)``) plus
+    Gaussian noise (``noise``). A curve labelled 1 gets, at a uniform position, one
+    anomaly of width ``U(width - 4, width + 4)`` steps, one of two kinds with equal
+    chance: a *burst* (added oscillation with a period of 2-4 steps, amplitude
+    0.8-1.2) or a *noise* burst (extra noise, sd 0.8). Calibrated so that the three
+    reference models land where the reference says (an MLP on raw values near chance,
+    one on the two roughness features near 0.8, a small CNN near 0.98). Labels are balanced
+    (``anomaly_fraction``) and everything is drawn from ``generator_seed``, so every run
+    and every process sees the same 4,000 curves; the split uses ``seed``.
+
+    Args:
+        curves: Number of curves.
+        steps: Curve length.
+        anomaly_fraction: Share of curves with an anomaly.
+        width: Typical anomaly width in steps.
+        noise: Standard deviation of the background noise.
+        generator_seed: Seed of the generated curves.
+        **kwargs: Split, normalisation and loader settings of :class:`SequenceDataModule`.
+    """
+
+    KINDS = ("burst", "noise")
+
+    def __init__(
+        self,
+        curves: int = 4000,
+        steps: int = 200,
+        anomaly_fraction: float = 0.5,
+        width: int = 12,
+        noise: float = 0.4,
+        generator_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        if curves < 10 or steps < 3 * width or width < 5:
+            raise ConfigError(
+                f"curves={curves}, steps={steps}, width={width}: need curves >= 10, width >= 5 "
+                "and steps >= 3 * width"
+            )
+        if not 0 < anomaly_fraction < 1:
+            raise ConfigError(f"anomaly_fraction must be in (0, 1), got {anomaly_fraction}")
+        super().__init__(**kwargs)
+
+    def load_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        hp = self.hparams
+        rng = np.random.default_rng(hp.generator_seed)
+        n, steps = hp.curves, hp.steps
+        t = np.arange(steps) / steps
+        amp = rng.uniform(0.3, 1.0, (n, 3, 1))
+        freq = rng.uniform(0.5, 3.0, (n, 3, 1))
+        phase = rng.uniform(0, 2 * np.pi, (n, 3, 1))
+        x = (amp * np.sin(2 * np.pi * freq * t + phase)).sum(axis=1)
+        x += rng.normal(0.0, hp.noise, (n, steps))
+        labels = (rng.permutation(n) < round(hp.anomaly_fraction * n)).astype(np.int64)
+        for i in np.flatnonzero(labels):
+            w = int(rng.integers(hp.width - 4, hp.width + 5))
+            start = int(rng.integers(0, steps - w))
+            part = slice(start, start + w)
+            kind = self.KINDS[int(rng.integers(len(self.KINDS)))]
+            if kind == "burst":
+                period = rng.uniform(2, 4)
+                x[i, part] += rng.uniform(0.8, 1.2) * np.sin(2 * np.pi * np.arange(w) / period)
+            else:
+                x[i, part] += rng.normal(0.0, 0.8, w)
+        return {"train": (x[:, None, :], labels)}

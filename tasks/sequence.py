@@ -1,0 +1,103 @@
+"""Sequence classification: label fixed-length (multi-channel) sequences, e.g. curves with
+or without an anomaly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from tasks._classify import ClassificationOutputs, label_metrics
+from tasks._plots import save_example_sequences
+from tasks.base import BaseTask
+from tasks.errors import ConfigError
+from tasks.nets.sequence import build_sequence_net
+
+
+class SequenceClassification(ClassificationOutputs, BaseTask):
+    """Classify sequences ``(N, channels, steps)`` with a named network.
+
+    Networks (``network``): ``mlp`` (raw values), ``features_mlp`` (std and std of the
+    first difference per channel), ``conv1d`` (the reference Conv1D stack), ``resnet1d``
+    (residual 1D CNN with global pooling, the default) and ``gru``.
+
+    Args:
+        num_classes: Number of classes (set from the datamodule).
+        in_channels: Values per step (set from the datamodule).
+        seq_len: Steps per sequence (set from the datamodule).
+        class_counts: Training sequences per class (set from the datamodule).
+        network: Network name.
+        network_options: Extra network arguments, e.g. ``{hidden_sizes: [64]}``.
+        dropout: Dropout before the classifier.
+        examples: Sequences per predicted class drawn in ``example_sequences.png``.
+        **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
+    """
+
+    main_metric = "acc"
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        in_channels: int = 1,
+        seq_len: int = 200,
+        class_counts: Sequence[int] = (),
+        network: str = "resnet1d",
+        network_options: Mapping[str, Any] | None = None,
+        dropout: float = 0.0,
+        examples: int = 6,
+        **kwargs: Any,
+    ) -> None:
+        if num_classes < 2:
+            raise ConfigError(f"classification needs at least 2 classes, got {num_classes}")
+        super().__init__(**kwargs)
+        self.init_confusion()
+        self.example_input_array = torch.zeros(2, in_channels, seq_len)
+        self._examples: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._inputs: Tensor | None = None
+
+    def configure_model(self) -> nn.Module:
+        hp = self.hparams
+        return build_sequence_net(
+            hp.network,
+            hp.in_channels,
+            hp.num_classes,
+            hp.seq_len,
+            dict(hp.network_options or {}),
+            hp.dropout,
+        )
+
+    def configure_loss(self) -> nn.Module:
+        return nn.CrossEntropyLoss()
+
+    def configure_metrics(self) -> MetricCollection:
+        return label_metrics(self.hparams.num_classes)
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self._inputs = batch[0]
+        return super().test_step(batch, batch_idx)
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self._examples = []
+
+    def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        super().record_test_outputs(output, target)
+        if self._inputs is not None and sum(len(t) for _, t, _ in self._examples) < 2000:
+            pred = output.argmax(dim=-1)
+            self._examples.append((self._inputs.cpu(), target.cpu(), pred.cpu()))
+
+    def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
+        paths = super().save_artifacts(output_dir, datamodule)
+        if self._examples:
+            x, y, p = (torch.cat(part) for part in zip(*self._examples))
+            paths.append(
+                save_example_sequences(
+                    x, y, p, self.class_names(datamodule), output_dir, self.hparams.examples
+                )
+            )
+        return paths

@@ -1,0 +1,139 @@
+"""Sequence classification: CSV layouts, arrays, bundled GunPoint, the curves generator,
+bad input, the reference networks, run artefacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.sequence import CurvesDataModule, SequenceDataModule, interpolate_gaps
+from tasks.api import compose, run
+from tasks.errors import ConfigError, DataError
+from tasks.nets.sequence import build_sequence_net
+from tasks.sequence import SequenceClassification
+
+
+def _ucr(tmp_path, rows: list[str], name: str = "s.csv"):
+    path = tmp_path / name
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def _table(n=30, steps=8, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.normal(size=(n, steps)) + y[:, None] * 2.0
+    return x, y
+
+
+def test_ucr_layout_is_read_with_string_labels(tmp_path):
+    x, y = _table()
+    rows = ["label," + ",".join(f"t_{i}" for i in range(8))]
+    rows += [f"{'up' if k else 'down'}," + ",".join(map(str, r)) for r, k in zip(x, y)]
+    dm = SequenceDataModule(path=_ucr(tmp_path, rows), val_fraction=0.2, test_fraction=0.2)
+    dm.setup("fit")
+    assert dm.class_names == ["down", "up"]
+    assert dm.data_facts() == {
+        "num_classes": 2,
+        "in_channels": 1,
+        "seq_len": 8,
+        "class_counts": [9, 9],
+    }
+    assert sum(len(d[1]) for d in (dm.train_data, dm.val_data, dm.test_data)) == 30
+
+
+def test_column_layout_with_two_channels(tmp_path):
+    x, y = _table(steps=6)
+    header = "id,a0,a1,a2,b0,b1,b2,kind"
+    rows = [header] + [
+        f"{i}," + ",".join(map(str, r)) + f",{k}" for i, (r, k) in enumerate(zip(x, y))
+    ]
+    dm = SequenceDataModule(
+        path=_ucr(tmp_path, rows),
+        layout="columns",
+        target="kind",
+        features=["a0", "a1", "a2", "b0", "b1", "b2"],
+        channels=2,
+    )
+    dm.setup("fit")
+    assert dm.train_data[0].shape[1:] == (2, 3)
+
+
+def test_arrays_from_python_and_a_rebuild_from_state():
+    x, y = _table()
+    dm = SequenceDataModule(arrays=(x[:, None, :], y), normalize="global")
+    dm.setup("fit")
+    assert abs(float(dm.train_data[0].mean())) < 0.2
+    restored = SequenceDataModule(arrays=(x[:, None, :] + 100, y))
+    restored.load_state_dict(dm.state_dict())
+    restored.setup("fit")  # keeps the saved statistics instead of refitting them
+    assert float(restored.train_data[0].mean()) > 50
+
+
+def test_bundled_gunpoint_is_the_official_split():
+    dm = SequenceDataModule(dataset="gunpoint", normalize="per_sequence")
+    dm.setup("fit")
+    assert len(dm.train_data[1]) + len(dm.val_data[1]) == 50 and len(dm.test_data[1]) == 150
+    assert dm.class_names == ["1", "2"] and dm.data_facts()["seq_len"] == 150
+
+
+def test_curves_generator_is_balanced_seeded_and_documented_shape():
+    a = CurvesDataModule(curves=200, generator_seed=3).load_arrays()["train"]
+    b = CurvesDataModule(curves=200, generator_seed=3).load_arrays()["train"]
+    assert np.array_equal(a[0], b[0]) and a[0].shape == (200, 1, 200)
+    assert a[1].sum() == 100
+    x, y = a
+    rough = np.diff(x[:, 0], axis=1).std(axis=1)
+    assert rough[y == 1].mean() > rough[y == 0].mean()  # anomalies are rough local bursts
+
+
+def test_nan_policy_and_ragged_rows(tmp_path):
+    rows = ["label,t0,t1,t2,t3", "a,1,,3,4", "b,1,2,3,4", "a,0,1,2,3", "b,5,6,7,8"] * 3
+    rows = [rows[0]] + [r for r in rows if not r.startswith("label")]
+    path = _ucr(tmp_path, rows)
+    with pytest.raises(DataError, match=r"contain NaN .*datamodule.nan=interpolate"):
+        SequenceDataModule(path=path).setup("fit")
+    dm = SequenceDataModule(path=path, nan="interpolate", val_fraction=0.2, test_fraction=0.2)
+    dm.setup("fit")
+    assert not torch.isnan(dm.train_data[0]).any()
+    assert np.allclose(interpolate_gaps(np.array([[np.nan, 1.0, np.nan, 3.0]])), [[1, 1, 2, 3]])
+    ragged = _ucr(tmp_path, ["label,t0,t1,t2", "a,1,2,3", "b,1,2", "a,1,2,3", "b,4,5,6"], "r.csv")
+    with pytest.raises(DataError, match=r"ragged rows: row\(s\) \[1\] are shorter"):
+        SequenceDataModule(path=ragged).setup("fit")
+    longer = _ucr(tmp_path, ["label,t0,t1", "a,1,2", "b,1,2,3,4"], "l.csv")
+    with pytest.raises(DataError):
+        SequenceDataModule(path=longer).setup("fit")
+
+
+def test_more_classes_than_expected_and_wrong_layout(tmp_path):
+    rows = ["label,t0,t1"] + [f"{k},{k},{k + 1}" for k in range(5)] * 3
+    with pytest.raises(DataError, match=r"has 5 classes .* datamodule.expected_classes=2"):
+        SequenceDataModule(path=_ucr(tmp_path, rows), expected_classes=2).setup("fit")
+    text = ["t0,t1,label"] + ["1,2,x", "3,4,y"] * 5
+    with pytest.raises(DataError, match="not numeric .*datamodule.layout=label_first"):
+        SequenceDataModule(path=_ucr(tmp_path, text, "t.csv")).setup("fit")
+    with pytest.raises(ConfigError, match="layout=columns needs datamodule.target"):
+        SequenceDataModule(path="x.csv", layout="columns")
+
+
+def test_reference_networks_and_unknown_names():
+    for name in ("mlp", "features_mlp", "conv1d", "resnet1d", "gru"):
+        net = build_sequence_net(name, 2, 3, 40)
+        assert net(torch.randn(5, 2, 40)).shape == (5, 3)
+    with pytest.raises(ConfigError, match="Did you mean 'conv1d'"):
+        build_sequence_net("conv1", 1, 2, 40)
+    with pytest.raises(ConfigError, match="at least 12 steps"):
+        build_sequence_net("conv1d", 1, 2, 8)
+
+
+def test_curves_run_writes_sequence_artefacts(tmp_path):
+    cfg = compose(
+        "curves_conv1d", ["debug=tiny", "datamodule.curves=200", f"output_dir={tmp_path}"]
+    )
+    summary = run(cfg)
+    assert {"test/acc", "test/auroc", "test/f1"} <= set(summary["metrics"])
+    for name in ("example_sequences.png", "confusion_matrix.csv"):
+        assert (tmp_path / name).is_file()
+    task = SequenceClassification.load_from_checkpoint(summary["best_checkpoint"])
+    assert task.hparams.network == "conv1d" and task.hparams.seq_len == 200
