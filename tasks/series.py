@@ -1,0 +1,192 @@
+"""Unsupervised anomaly detection on one long series: a window autoencoder, per-step
+reconstruction scores and a threshold chosen on validation data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from tasks._plots import save_series_anomalies, spans
+from tasks.base import BaseTask
+from tasks.errors import ConfigError
+
+
+class ConvAutoencoder1d(nn.Module):
+    """Two strided Conv1D layers down to a bottleneck and two transposed ones back up."""
+
+    def __init__(self, channels: int, window: int, width: int = 32, bottleneck: int = 8) -> None:
+        super().__init__()
+        if window % 4:
+            raise ConfigError(f"the autoencoder needs a window divisible by 4, got {window}")
+        self.encoder = nn.Sequential(
+            nn.Conv1d(channels, width, 7, stride=2, padding=3),
+            nn.ReLU(),
+            nn.Conv1d(width, bottleneck, 7, stride=2, padding=3),
+            nn.ReLU(),
+        )
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose1d(bottleneck, width, 7, stride=2, padding=3, output_padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose1d(width, channels, 7, stride=2, padding=3, output_padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class SeriesAnomalyDetection(BaseTask):
+    """Learn to reconstruct normal windows; steps reconstructed badly are anomalies.
+
+    The score of a step is its squared reconstruction error (mean over channels),
+    smoothed by a moving average of ``smooth`` steps. After every validation epoch the
+    threshold is set to the ``threshold_percentile`` of the validation scores (steps
+    labelled anomalous left out): on normal data about ``100 - percentile`` % of the
+    steps are flagged, i.e. the percentile sets the false-positive rate. The threshold is
+    a buffer of the model, saved in its checkpoint with the weights it belongs to.
+
+    With labels, the test metrics are point-wise ``precision``, ``recall``, ``f1`` and
+    ``auroc`` of the scores, and ``event_recall``: the share of labelled anomalies
+    (runs of labelled steps) with at least one flagged step.
+
+    Args:
+        in_channels: Values per step (set from the datamodule).
+        window: Steps per window (set from the datamodule).
+        width: Channels of the autoencoder's hidden layer.
+        bottleneck: Channels of the bottleneck (at a quarter of the window's length).
+        threshold_percentile: Percentile of the validation scores used as the threshold.
+        smooth: Moving-average width of the per-step scores (1: none).
+        **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
+    """
+
+    main_metric = "loss"
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        window: int = 64,
+        width: int = 32,
+        bottleneck: int = 8,
+        threshold_percentile: float = 99.0,
+        smooth: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        if not 0 < threshold_percentile < 100:
+            raise ConfigError(
+                f"task.threshold_percentile must be in (0, 100), got {threshold_percentile}"
+            )
+        if smooth < 1:
+            raise ConfigError(f"task.smooth must be >= 1, got {smooth}")
+        super().__init__(**kwargs)
+        self.register_buffer("threshold", torch.tensor(float("inf")))
+        self.example_input_array = torch.zeros(2, in_channels, window)
+        self._errors: list[Tensor] = []
+        self.test_report: dict[str, Any] = {}
+
+    def configure_model(self) -> nn.Module:
+        hp = self.hparams
+        return ConvAutoencoder1d(hp.in_channels, hp.window, hp.width, hp.bottleneck)
+
+    def configure_loss(self) -> nn.Module:
+        return nn.MSELoss()
+
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection({})
+
+    def step_errors(self, windows: Tensor) -> Tensor:
+        """Squared reconstruction error per window and step ``(windows, window)``."""
+        return (self(windows) - windows).pow(2).mean(dim=1)
+
+    def predict_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor]:
+        windows = batch[0] if isinstance(batch, (tuple, list)) else batch
+        errors = self.step_errors(windows)
+        return {"error": errors, "threshold": self.threshold.expand(len(errors))}
+
+    # -- per-step scores on validation and test -------------------------------------------
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self._errors.append(self.step_errors(batch[0]).detach())
+        return super().validation_step(batch, batch_idx)
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self._errors.append(self.step_errors(batch[0]).detach())
+        return super().test_step(batch, batch_idx)
+
+    def on_validation_epoch_start(self) -> None:
+        self._errors = []
+
+    def on_test_epoch_start(self) -> None:
+        self._errors = []
+
+    def _scores(self, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+        datamodule = self.trainer.datamodule
+        raw = datamodule.assemble(split, torch.cat(self._errors))
+        k = self.hparams.smooth
+        score = np.convolve(raw, np.ones(k) / k, mode="same") if k > 1 else raw
+        return score, datamodule.parts[split]["labels"]
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self._errors or self.trainer.datamodule is None:
+            return
+        score, labels = self._scores("val")
+        normal = score if labels is None else score[labels == 0]
+        self.threshold.fill_(float(np.percentile(normal, self.hparams.threshold_percentile)))
+
+    def on_test_epoch_end(self) -> None:
+        if not self._errors or self.trainer.datamodule is None:
+            return
+        score, labels = self._scores("test")
+        flags = score > float(self.threshold)
+        report: dict[str, Any] = {"score": score, "flags": flags, "labels": labels}
+        self.log("test/flagged_share", float(flags.mean()))
+        if labels is not None and 0 < labels.sum() < len(labels):
+            from torchmetrics.functional.classification import binary_auroc
+
+            tp = float((flags & (labels == 1)).sum())
+            precision = tp / max(float(flags.sum()), 1.0)
+            recall = tp / float(labels.sum())
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            auroc = float(binary_auroc(torch.from_numpy(score), torch.from_numpy(labels)))
+
+            events = spans(labels == 1)  # an event counts as found when any step is flagged
+            event_recall = sum(bool(flags[a:b].any()) for a, b in events) / len(events)
+            metrics = {
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "auroc": auroc,
+                "event_recall": event_recall,
+            }
+            for name, value in metrics.items():
+                self.log(f"test/{name}", value)
+        self.test_report = report
+
+    def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
+        report = self.test_report
+        if not report:
+            return []
+        part = datamodule.parts["test"]
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            {"time": part["time"], "score": report["score"], "anomaly": report["flags"].astype(int)}
+        )
+        if report["labels"] is not None:
+            frame["label"] = report["labels"]
+        csv_path = output_dir / "anomaly_scores.csv"
+        frame.to_csv(csv_path, index=False)
+        png = save_series_anomalies(
+            part["values"][0],
+            report["score"],
+            report["flags"],
+            report["labels"],
+            float(self.threshold),
+            output_dir,
+        )
+        return [csv_path, png]
