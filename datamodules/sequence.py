@@ -363,9 +363,9 @@ class CurvesDataModule(SequenceDataModule):
     (``a ~ U(0.3, 1)``, ``f ~ U(0.5, 3)`` cycles per curve, ``phi ~ U(0, 2 pi)``) plus
     Gaussian noise (``noise``). A curve labelled 1 gets, at a uniform position, one
     anomaly of width ``U(width - 4, width + 4)`` steps, one of three kinds with equal
-    chance: a *burst* (added oscillation with a period of 2-4 steps, amplitude 1-1.5),
-    a *noise* burst (extra noise, sd 1) or a *bump* (added Gaussian bump of height
-    +-2-3, sd width/5). Calibrated so that the three reference models land near the
+    chance: a *burst* (added oscillation with a period of 2-4 steps, amplitude
+    1.2-1.6), a *noise* burst (extra noise, sd 1.2) or a *bump* (added Gaussian bump
+    of height +-2-3, sd width/5). Calibrated so that the three reference models land near the
     reference figures: an MLP on raw values near chance, one on the two roughness
     features near 0.82 (it cannot see bumps), the small Conv1D near 0.98. Labels are balanced
     (``anomaly_fraction``) and everything is drawn from ``generator_seed``, so every run
@@ -420,9 +420,9 @@ class CurvesDataModule(SequenceDataModule):
             kind = self.KINDS[int(rng.integers(len(self.KINDS)))]
             if kind == "burst":
                 period = rng.uniform(2, 4)
-                x[i, part] += rng.uniform(1.0, 1.5) * np.sin(2 * np.pi * np.arange(w) / period)
+                x[i, part] += rng.uniform(1.2, 1.6) * np.sin(2 * np.pi * np.arange(w) / period)
             elif kind == "noise":
-                x[i, part] += rng.normal(0.0, 1.0, w)
+                x[i, part] += rng.normal(0.0, 1.2, w)
             else:
                 height = rng.uniform(2.0, 3.0) * rng.choice([-1, 1])
                 x[i, part] += height * np.exp(-0.5 * ((np.arange(w) - w / 2) / (w / 5)) ** 2)
