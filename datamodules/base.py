@@ -174,6 +174,32 @@ class BaseDataModule(L.LightningDataModule):
         self.val_data: tuple[Tensor, ...] | None = None
         self.test_data: tuple[Tensor, ...] | None = None
         self.predict_data: tuple[Tensor, ...] | None = None
+        #: What was learnt from the training split (statistics, class names): plain data,
+        #: saved in every checkpoint through :meth:`state_dict`.
+        self.fitted_state: dict[str, Any] = {}
+
+    # -- fitted state and setup ----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.fitted_state)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.fitted_state = dict(state_dict or {})
+
+    def setup(self, stage: str | None = None) -> None:
+        """``setup_predict`` for predicting, else ``setup_fit`` once (train/val/test data)."""
+        if stage == "predict":
+            self.setup_predict()
+        elif self.train_data is None:
+            self.setup_fit()
+
+    def setup_fit(self) -> None:
+        """Load the data, fit ``fitted_state`` on the training split unless it was restored,
+        and fill ``train_data``, ``val_data`` and (when there is one) ``test_data``."""
+        raise NotImplementedError
+
+    def setup_predict(self) -> None:
+        """Fill ``predict_data`` from ``predict_path`` with the fitted state."""
+        raise ConfigError(f"{type(self).__name__} does not predict new data")
 
     # -- what subclasses provide ---------------------------------------------------------
     def data_facts(self) -> dict[str, Any]:

@@ -59,7 +59,6 @@ class ImageDataModule(BaseDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._state: dict[str, Any] = {}
         self.predict_names: list[str] = []
 
     # -- what subclasses provide ---------------------------------------------------------
@@ -84,19 +83,13 @@ class ImageDataModule(BaseDataModule):
         return type(self).__name__.removesuffix("DataModule").lower()
 
     # -- state ---------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self._state)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._state = dict(state_dict or {})
-
     @property
     def class_names(self) -> list[str]:
         self._require_fitted()
-        return list(self._state["class_names"])
+        return list(self.fitted_state["class_names"])
 
     def _require_fitted(self) -> None:
-        if not self._state:
+        if not self.fitted_state:
             raise DataError(
                 f"{type(self).__name__} has no statistics yet: call setup('fit') or restore "
                 "it from a checkpoint (ckpt_path=...) first"
@@ -104,7 +97,7 @@ class ImageDataModule(BaseDataModule):
 
     def data_facts(self) -> dict[str, Any]:
         self._require_fitted()
-        s = self._state
+        s = self.fitted_state
         return {
             "num_classes": len(s["class_names"]),
             "in_channels": s["channels"],
@@ -118,12 +111,7 @@ class ImageDataModule(BaseDataModule):
     def prepare_data(self) -> None:
         self.load_splits()  # downloads once, on one process
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage == "predict":
-            self._setup_predict()
-            return
-        if self.train_data is not None:
-            return
+    def setup_fit(self) -> None:
         hp = self.hparams
         splits = self.load_splits()
         x, y = splits["train"]
@@ -140,10 +128,10 @@ class ImageDataModule(BaseDataModule):
         if len(val_y) == 0:
             raise ConfigError("datamodule.val_fraction leaves no validation images; raise it")
         train_x, train_y = x[train_idx], y[train_idx]
-        if not self._state:
+        if not self.fitted_state:
             num_classes = int(y.max()) + 1
             names = splits.get("class_names") or self.default_class_names(num_classes)
-            self._state = {
+            self.fitted_state = {
                 "class_names": list(names),
                 "channels": int(x.shape[1]),
                 "image_size": [int(x.shape[2]), int(x.shape[3])],
@@ -159,7 +147,7 @@ class ImageDataModule(BaseDataModule):
         elif len(test_idx):
             self.test_data = (x[test_idx], y[test_idx])
 
-    def _setup_predict(self) -> None:
+    def setup_predict(self) -> None:
         hp = self.hparams
         if hp.predict_path is None:
             raise ConfigError("predicting needs datamodule.predict_path=IMAGE_OR_FOLDER")
@@ -168,7 +156,7 @@ class ImageDataModule(BaseDataModule):
         files = [path] if path.is_file() else _image_files(path, "datamodule.predict_path")
         if not files:
             raise DataError(f"datamodule.predict_path={path}: no image files found")
-        channels, size = self._state["channels"], tuple(self._state["image_size"])
+        channels, size = self.fitted_state["channels"], tuple(self.fitted_state["image_size"])
         images, kept, bad = _decode(files, channels, size)
         _report_unreadable(bad, "datamodule.predict_path", skip=True)
         if not kept:
@@ -610,8 +598,8 @@ class ImageFolderDataModule(ImageDataModule):
             if unknown:
                 raise DataError(f"{root}/{split}: classes {unknown} are not in {root}/train")
         every = [p for classes in trees.values() for files in classes.values() for p in files]
-        if self._state:
-            channels, size = self._state["channels"], tuple(self._state["image_size"])
+        if self.fitted_state:
+            channels, size = self.fitted_state["channels"], tuple(self.fitted_state["image_size"])
         else:
             channels, size = self._channels(every), self._size(every)
         out: dict[str, Any] = {"class_names": names}

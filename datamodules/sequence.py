@@ -120,7 +120,6 @@ class SequenceDataModule(BaseDataModule):
             raise ConfigError(f"datamodule.channels must be >= 1, got {channels}")
         super().__init__(**kwargs)
         self._arrays = arrays
-        self._state: dict[str, Any] = {}
 
     # -- reading -------------------------------------------------------------------------
     def load_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -216,14 +215,8 @@ class SequenceDataModule(BaseDataModule):
         return out
 
     # -- state ---------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self._state)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._state = dict(state_dict or {})
-
     def _require_fitted(self) -> None:
-        if not self._state:
+        if not self.fitted_state:
             raise DataError(
                 f"{type(self).__name__}: call setup('fit') or restore it from a checkpoint first"
             )
@@ -231,19 +224,19 @@ class SequenceDataModule(BaseDataModule):
     @property
     def class_names(self) -> list[str]:
         self._require_fitted()
-        return [str(c) for c in self._state["classes"]]
+        return [str(c) for c in self.fitted_state["classes"]]
 
     def data_facts(self) -> dict[str, Any]:
         self._require_fitted()
         return {
-            "num_classes": len(self._state["classes"]),
-            "in_channels": self._state["channels"],
-            "seq_len": self._state["steps"],
-            "class_counts": list(self._state["class_counts"]),
+            "num_classes": len(self.fitted_state["classes"]),
+            "in_channels": self.fitted_state["channels"],
+            "seq_len": self.fitted_state["steps"],
+            "class_counts": list(self.fitted_state["class_counts"]),
         }
 
     def _encode(self, labels: np.ndarray, where: str) -> Tensor:
-        classes = list(self._state["classes"])
+        classes = list(self.fitted_state["classes"])
         lookup = {c: i for i, c in enumerate(classes)}
         unknown = sorted({str(v) for v in labels if _key(v) not in lookup})
         if unknown:
@@ -257,17 +250,12 @@ class SequenceDataModule(BaseDataModule):
             std = x.std(axis=-1, keepdims=True)
             x = (x - x.mean(axis=-1, keepdims=True)) / np.where(std > 0, std, 1.0)
         elif self.hparams.normalize == "global":
-            mean = np.asarray(self._state["mean"])[None, :, None]
-            std = np.asarray(self._state["std"])[None, :, None]
+            mean = np.asarray(self.fitted_state["mean"])[None, :, None]
+            std = np.asarray(self.fitted_state["std"])[None, :, None]
             x = (x - mean) / std
         return torch.from_numpy(x.astype(np.float32))
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage == "predict":
-            self._setup_predict()
-            return
-        if self.train_data is not None:
-            return
+    def setup_fit(self) -> None:
         hp = self.hparams
         raw = self._raw()
         x, labels = raw["train"]
@@ -277,7 +265,7 @@ class SequenceDataModule(BaseDataModule):
         train_idx, val_idx, test_idx = split_indices(
             len(x), hp.val_fraction, 0.0 if has_test else hp.test_fraction, hp.seed, stratify=labels
         )
-        if not self._state:
+        if not self.fitted_state:
             classes = sorted({_key(v) for v in labels}, key=lambda v: (str(type(v)), v))
             if hp.expected_classes is not None and len(classes) > hp.expected_classes:
                 raise DataError(
@@ -290,7 +278,7 @@ class SequenceDataModule(BaseDataModule):
                 )
             train = x[train_idx]
             std = train.std(axis=(0, 2))
-            self._state = {
+            self.fitted_state = {
                 "classes": classes,
                 "channels": int(x.shape[1]),
                 "steps": int(x.shape[2]),
@@ -300,7 +288,7 @@ class SequenceDataModule(BaseDataModule):
             counts = np.bincount(
                 self._encode(labels[train_idx], "labels").numpy(), minlength=len(classes)
             )
-            self._state["class_counts"] = counts.tolist()
+            self.fitted_state["class_counts"] = counts.tolist()
         y = self._encode(labels, "training labels")
         data = self._transform(x)
         self.train_data = (data[train_idx], y[train_idx])
@@ -313,20 +301,20 @@ class SequenceDataModule(BaseDataModule):
             self.test_data = (data[test_idx], y[test_idx])
 
     def _check_steps(self, x: np.ndarray, where: str) -> None:
-        want = (self._state["channels"], self._state["steps"])
+        want = (self.fitted_state["channels"], self.fitted_state["steps"])
         if tuple(x.shape[1:]) != want:
             raise DataError(
                 f"{where}: sequences of shape {tuple(x.shape[1:])}, trained on {want} "
                 "(channels, steps)"
             )
 
-    def _setup_predict(self) -> None:
+    def setup_predict(self) -> None:
         hp = self.hparams
         if hp.predict_path is None:
             raise ConfigError("predicting needs datamodule.predict_path=FILE")
         self._require_fitted()
         frame = read_table(hp.predict_path, "datamodule.predict_path")
-        expected = self._state["channels"] * self._state["steps"]
+        expected = self.fitted_state["channels"] * self.fitted_state["steps"]
         labelled = frame.shape[1] == expected + 1
         if not labelled and frame.shape[1] != expected:
             warnings.warn(

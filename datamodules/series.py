@@ -65,7 +65,6 @@ class SeriesDataModule(BaseDataModule):
         if nan not in ("error", "interpolate"):
             raise ConfigError(f"datamodule.nan={nan!r}; expected error or interpolate")
         super().__init__(**kwargs)
-        self._state: dict[str, Any] = {}
         self.parts: dict[str, dict[str, Any]] = {}
 
     def load_frame(self) -> pd.DataFrame:
@@ -171,27 +170,16 @@ class SeriesDataModule(BaseDataModule):
         return out
 
     def _standardise(self, values: np.ndarray) -> Tensor:
-        mean = np.asarray(self._state["mean"])[:, None]
-        std = np.asarray(self._state["std"])[:, None]
+        mean = np.asarray(self.fitted_state["mean"])[:, None]
+        std = np.asarray(self.fitted_state["std"])[:, None]
         return torch.from_numpy(((values - mean) / std).astype(np.float32))
 
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self._state)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._state = dict(state_dict or {})
-
     def data_facts(self) -> dict[str, Any]:
-        if not self._state:
+        if not self.fitted_state:
             raise DataError(f"{type(self).__name__}: call setup('fit') first")
-        return {"in_channels": len(self._state["columns"]), "window": self.hparams.window}
+        return {"in_channels": len(self.fitted_state["columns"]), "window": self.hparams.window}
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage == "predict":
-            self._setup_predict()
-            return
-        if self.train_data is not None:
-            return
+    def setup_fit(self) -> None:
         hp = self.hparams
         own = type(self).load_frame is not SeriesDataModule.load_frame
         data = self._frame(
@@ -214,9 +202,9 @@ class SeriesDataModule(BaseDataModule):
                 )
         a, b = bounds["train"]
         train = data["values"][:, a:b]
-        if not self._state:
+        if not self.fitted_state:
             std = train.std(axis=1)
-            self._state = {
+            self.fitted_state = {
                 "columns": data["columns"],
                 "mean": train.mean(axis=1).tolist(),
                 "std": np.where(std > 0, std, 1.0).tolist(),
@@ -243,17 +231,17 @@ class SeriesDataModule(BaseDataModule):
             }
             setattr(self, f"{split}_data", (windows, windows))
 
-    def _setup_predict(self) -> None:
+    def setup_predict(self) -> None:
         hp = self.hparams
         if hp.predict_path is None:
             raise ConfigError("predicting needs datamodule.predict_path=FILE")
-        if not self._state:
+        if not self.fitted_state:
             raise DataError("restore the datamodule from a checkpoint (ckpt_path=...) first")
         data = self._frame(hp.predict_path, "datamodule.predict_path")
-        if data["columns"] != self._state["columns"]:
+        if data["columns"] != self.fitted_state["columns"]:
             raise DataError(
                 f"datamodule.predict_path: value columns {data['columns']}, trained on "
-                f"{self._state['columns']}"
+                f"{self.fitted_state['columns']}"
             )
         values = self._standardise(data["values"])
         starts = self.tile_starts(values.shape[1], hp.window)
