@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -50,6 +51,12 @@ class ClassificationOutputs:
 
     def init_confusion(self) -> None:
         self.test_confusion = cm.MulticlassConfusionMatrix(self.hparams.num_classes)
+        #: The inputs of the current test batch, for artefacts that show examples.
+        self.test_inputs: Tensor | None = None
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        self.test_inputs = batch[0]
+        return super().test_step(batch, batch_idx)  # type: ignore[misc]
 
     def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Probabilities for :func:`label_metrics`."""

@@ -132,7 +132,6 @@ class ImageClassification(ClassificationOutputs, BaseTask):
         self._transforms = _build_transforms((augment or {}).get("transforms") or [])
         self.example_input_array = torch.zeros(2, channels, *image_size, dtype=torch.uint8)
         self._worst: list[tuple[float, int, Tensor, int, int, float]] = []
-        self._inputs: Tensor | None = None
 
     # -- network -------------------------------------------------------------------------
     def configure_model(self) -> nn.Module:
@@ -213,10 +212,6 @@ class ImageClassification(ClassificationOutputs, BaseTask):
                     module.eval()
 
     # -- test artefacts ------------------------------------------------------------------
-    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
-        self._inputs = batch[0]
-        return super().test_step(batch, batch_idx)
-
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
         self._worst = []
@@ -225,7 +220,7 @@ class ImageClassification(ClassificationOutputs, BaseTask):
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
         super().record_test_outputs(output, target)
         keep = self.hparams.worst_images
-        if not keep or self._inputs is None:
+        if not keep or self.test_inputs is None:
             return
         prob = output.float().softmax(dim=-1)
         pred = prob.argmax(dim=-1)
@@ -236,7 +231,7 @@ class ImageClassification(ClassificationOutputs, BaseTask):
             item = (
                 float(loss[i]),
                 self._seen,  # tie-breaker: tensors are never compared
-                self._inputs[i].cpu(),
+                self.test_inputs[i].cpu(),
                 int(target[i]),
                 int(pred[i]),
                 float(prob[i, pred[i]]),

@@ -58,7 +58,6 @@ class SequenceClassification(ClassificationOutputs, BaseTask):
         self.init_confusion()
         self.example_input_array = torch.zeros(2, in_channels, seq_len)
         self._examples: list[tuple[Tensor, Tensor, Tensor]] = []
-        self._inputs: Tensor | None = None
 
     def configure_model(self) -> nn.Module:
         hp = self.hparams
@@ -77,19 +76,15 @@ class SequenceClassification(ClassificationOutputs, BaseTask):
     def configure_metrics(self) -> MetricCollection:
         return label_metrics(self.hparams.num_classes)
 
-    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
-        self._inputs = batch[0]
-        return super().test_step(batch, batch_idx)
-
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
         self._examples = []
 
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
         super().record_test_outputs(output, target)
-        if self._inputs is not None and sum(len(t) for _, t, _ in self._examples) < 2000:
+        if self.test_inputs is not None and sum(len(t) for _, t, _ in self._examples) < 2000:
             pred = output.argmax(dim=-1)
-            self._examples.append((self._inputs.cpu(), target.cpu(), pred.cpu()))
+            self._examples.append((self.test_inputs.cpu(), target.cpu(), pred.cpu()))
 
     def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
         paths = super().save_artifacts(output_dir, datamodule)
