@@ -92,6 +92,19 @@ class TensorLoader:
                 yield tuple(t[part] for t in self.tensors)
 
 
+def class_predictions(
+    outputs: dict[str, Tensor], values: Sequence[Any], names: Sequence[str]
+) -> pd.DataFrame:
+    """``pred`` (the predicted class as ``values[i]``) and one ``prob_<name>`` column per class."""
+    labels = np.asarray(values, dtype=object)
+    frame = pd.DataFrame({"pred": labels[outputs["pred"].cpu().numpy()]})
+    if "prob" in outputs:
+        prob = outputs["prob"].detach().float().cpu().numpy()
+        for j, name in enumerate(names):
+            frame[f"prob_{name}"] = prob[:, j]
+    return frame
+
+
 def split_indices(
     n: int,
     val_fraction: float,
@@ -177,6 +190,12 @@ class BaseDataModule(L.LightningDataModule):
         #: What was learnt from the training split (statistics, class names): plain data,
         #: saved in every checkpoint through :meth:`state_dict`.
         self.fitted_state: dict[str, Any] = {}
+
+    def _overrides(self, hook: str) -> bool:
+        """Whether this class replaces ``hook`` (a "bring your own data" method such as
+        ``load_frame``) of the datamodule class that first defines it."""
+        definer = next(c for c in reversed(type(self).__mro__) if hook in vars(c))
+        return getattr(type(self), hook) is not vars(definer)[hook]
 
     # -- fitted state and setup ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from datamodules._download import fetch, md5sum
-from datamodules.base import BaseDataModule, split_indices
+from datamodules.base import BaseDataModule, class_predictions, split_indices
 from tasks.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -165,12 +165,7 @@ class ImageDataModule(BaseDataModule):
         self.predict_data = (images,)
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
-        names = self.class_names
-        frame = pd.DataFrame({"pred": [names[i] for i in outputs["pred"].tolist()]})
-        if "prob" in outputs:
-            prob = outputs["prob"].detach().float().cpu().numpy()
-            for j, name in enumerate(names):
-                frame[f"prob_{name}"] = prob[:, j]
+        frame = class_predictions(outputs, self.class_names, self.class_names)
         if len(self.predict_names) == len(frame):
             frame.insert(0, "file", self.predict_names)
         return frame

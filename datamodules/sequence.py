@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from datamodules._table_prep import DataWarning, read_table
-from datamodules.base import BaseDataModule, split_indices
+from datamodules.base import BaseDataModule, class_predictions, split_indices
 from tasks.errors import ConfigError, DataError, did_you_mean
 
 LAYOUTS = ("label_first", "columns")
@@ -85,7 +85,7 @@ class SequenceDataModule(BaseDataModule):
         predict_path: str | None = None,
         **kwargs: Any,
     ) -> None:
-        own = type(self).load_arrays is not SequenceDataModule.load_arrays
+        own = self._overrides("load_arrays")
         sources = [
             n
             for n, v in (("path", path), ("dataset", dataset), ("arrays", arrays))
@@ -193,7 +193,7 @@ class SequenceDataModule(BaseDataModule):
 
     def _raw(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         hp = self.hparams
-        if type(self).load_arrays is not SequenceDataModule.load_arrays:
+        if self._overrides("load_arrays"):
             return {
                 k: (self._shape(x, f"{type(self).__name__}.load_arrays()"), np.asarray(y))
                 for k, (x, y) in self.load_arrays().items()
@@ -327,12 +327,7 @@ class SequenceDataModule(BaseDataModule):
         self.predict_data = (self._transform(x),)
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
-        names = self.class_names
-        frame = pd.DataFrame({"pred": [names[i] for i in outputs["pred"].tolist()]})
-        prob = outputs["prob"].detach().float().cpu().numpy()
-        for j, name in enumerate(names):
-            frame[f"prob_{name}"] = prob[:, j]
-        return frame
+        return class_predictions(outputs, self.class_names, self.class_names)
 
 
 def _key(value: Any) -> Any:

@@ -53,7 +53,7 @@ class SeriesDataModule(BaseDataModule):
         predict_path: str | None = None,
         **kwargs: Any,
     ) -> None:
-        own = type(self).load_frame is not SeriesDataModule.load_frame
+        own = self._overrides("load_frame")
         if (path is None) != own:
             raise ConfigError(
                 "datamodule.path is required: a CSV with a time column and value columns"
@@ -181,7 +181,7 @@ class SeriesDataModule(BaseDataModule):
 
     def setup_fit(self) -> None:
         hp = self.hparams
-        own = type(self).load_frame is not SeriesDataModule.load_frame
+        own = self._overrides("load_frame")
         data = self._frame(
             self.load_frame() if own else hp.path,
             f"{type(self).__name__}.load_frame()" if own else "datamodule.path",

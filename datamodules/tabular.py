@@ -23,7 +23,7 @@ from datamodules._table_prep import (
     read_table,
     resolve_column_types,
 )
-from datamodules.base import BaseDataModule, split_indices
+from datamodules.base import BaseDataModule, class_predictions, split_indices
 from tasks.errors import ConfigError, DataError, did_you_mean
 
 PROBLEMS = ("classification", "regression")
@@ -129,7 +129,7 @@ class TabularDataModule(BaseDataModule):
             for name, v in (("path", path), ("dataset", dataset), ("frame", frame))
             if v is not None
         ]
-        own_table = type(self).load_frame is not TabularDataModule.load_frame
+        own_table = self._overrides("load_frame")
         if len(sources) != 1 and not (own_table and not sources):
             raise ConfigError(
                 "TabularDataModule needs exactly one data source: datamodule.path=FILE or "
@@ -226,7 +226,7 @@ class TabularDataModule(BaseDataModule):
 
     def _labelled_frame(self) -> tuple[pd.DataFrame, list[str], str]:
         hp = self.hparams
-        if type(self).load_frame is not TabularDataModule.load_frame:
+        if self._overrides("load_frame"):
             where = f"{type(self).__name__}.load_frame()"
             frame, target = self.load_frame(), hp.target
             check_frame(frame, where)
@@ -394,9 +394,4 @@ class TabularDataModule(BaseDataModule):
                 array = value.cpu().numpy().reshape(len(value), len(self.targets))
                 columns.update({f"{key}_{t}": array[:, j] for j, t in enumerate(self.targets)})
             return pd.DataFrame(columns)
-        classes = np.asarray(self._labels["classes"], dtype=object)
-        frame = pd.DataFrame({"pred": classes[outputs["pred"].cpu().numpy()]})
-        prob = outputs["prob"].cpu().numpy()
-        for j, name in enumerate(self.class_names):
-            frame[f"prob_{name}"] = prob[:, j]
-        return frame
+        return class_predictions(outputs, self._labels["classes"], self.class_names)

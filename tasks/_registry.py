@@ -124,34 +124,49 @@ def _raw_entries(kind: str) -> list[Entry]:
     return entries
 
 
-def _shadow_warning(kind: str, name: str, kept: str, dropped: str) -> None:
-    warnings.warn(
-        f"{kind} name {name!r} of {dropped} is ignored: {kept} already registers it. "
-        "Built-in names cannot be replaced; the plugin should pick another name.",
-        PluginConflictWarning,
-        stacklevel=4,
-    )
+class _Claims:
+    """Who claims which name: a built-in keeps its name (a plugin's claim on it is dropped
+    with a :class:`PluginConflictWarning`); a name two plugins claim is withheld, kept in
+    ``clashes`` with the message that names every claimant. ``label`` identifies a claim,
+    so the same claim seen twice (one distribution found on two paths) is not a clash."""
 
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.found: dict[str, object] = {}
+        self.clashes: dict[str, str] = {}
+        self._owner: dict[str, tuple[str, bool]] = {}
 
-def _duplicate_message(kind: str, name: str, first: str, second: str) -> str:
-    return (
-        f"{kind} name {name!r} is registered twice: by {first} and by {second}. "
-        f"Uninstall one of them, or set {DISABLE_PLUGINS_ENV}=1 to use built-ins only."
-    )
+    def add(self, name: str, item: object, label: str, builtin: bool) -> None:
+        if name in self.clashes:
+            self.clashes[name] += f" and by {label}"
+            return
+        owner = self._owner.get(name)
+        if owner is None or owner[0] == label:
+            self.found[name] = item
+            self._owner[name] = (label, builtin)
+        elif owner[1]:
+            warnings.warn(
+                f"{self.kind} name {name!r} of {label} is ignored: {owner[0]} already "
+                "registers it. Built-in names cannot be replaced; the plugin should pick "
+                "another name.",
+                PluginConflictWarning,
+                stacklevel=4,
+            )
+        else:
+            del self.found[name]
+            self.clashes[name] = (
+                f"{self.kind} name {name!r} is registered twice: by {owner[0]} and by {label}. "
+                f"Uninstall one of them, or set {DISABLE_PLUGINS_ENV}=1 to use built-ins only."
+            )
 
 
 @cache
 def _table(kind: str) -> tuple[dict[str, Entry], dict[str, str]]:
-    """Usable entries of one kind by name, and names withheld because two plugins claim them.
-
-    A built-in name always stays with the built-in (the plugin's claim is dropped with a
-    warning); a name two plugins claim is withheld, so using it fails with a message that
-    names both, while every other name keeps working.
-    """
+    """Usable entries of one kind by name, and names withheld because two plugins claim them
+    (see :class:`_Claims`)."""
     if kind not in GROUPS:
         raise ValueError(f"unknown registry kind {kind!r}; expected one of {sorted(GROUPS)}")
-    found: dict[str, Entry] = {}
-    clashes: dict[str, str] = {}
+    claims = _Claims(kind)
     disabled = plugins_disabled()
     for entry in sorted(_raw_entries(kind), key=lambda e: (not e.builtin, e.name)):
         if disabled and not entry.builtin:
@@ -163,20 +178,8 @@ def _table(kind: str) -> tuple[dict[str, Entry], dict[str, str]]:
                 entry.distribution,
             )
             continue
-        if entry.name in clashes:
-            clashes[entry.name] += f" and by {_describe_entry(entry)}"
-            continue
-        other = found.get(entry.name)
-        if other is None or other == entry:
-            found[entry.name] = entry
-        elif other.builtin:
-            _shadow_warning(kind, entry.name, _describe_entry(other), _describe_entry(entry))
-        else:
-            del found[entry.name]
-            clashes[entry.name] = _duplicate_message(
-                kind, entry.name, _describe_entry(other), _describe_entry(entry)
-            )
-    return found, clashes
+        claims.add(entry.name, entry, _describe_entry(entry), entry.builtin)
+    return claims.found, claims.clashes  # type: ignore[return-value]
 
 
 def _describe_entry(entry: Entry) -> str:
@@ -294,8 +297,7 @@ class Preset:
 
 @cache
 def _preset_table() -> tuple[dict[str, Preset], dict[str, str]]:
-    found: dict[str, Preset] = {}
-    clashes: dict[str, str] = {}
+    claims = _Claims("preset")
     for entry in entries("config").values():
         root = package_dir(entry.module)
         if root is None:
@@ -307,22 +309,9 @@ def _preset_table() -> tuple[dict[str, Preset], dict[str, str]]:
             )
             continue
         for path in sorted((root / "task").glob("*.yaml")):
-            name = path.stem
-            here = f"{entry.distribution} {entry.version} ({path})"
-            if name in clashes:
-                clashes[name] += f" and by {here}"
-                continue
-            other = found.get(name)
-            if other is None or other.path == path:
-                found[name] = Preset(name, path, entry)
-                continue
-            there = f"{other.source.distribution} {other.source.version} ({other.path})"
-            if other.source.builtin:
-                _shadow_warning("preset", name, there, here)
-            else:
-                del found[name]
-                clashes[name] = _duplicate_message("preset", name, there, here)
-    return found, clashes
+            label = f"{entry.distribution} {entry.version} ({path})"
+            claims.add(path.stem, Preset(path.stem, path, entry), label, entry.builtin)
+    return claims.found, claims.clashes  # type: ignore[return-value]
 
 
 def presets() -> dict[str, Preset]:
