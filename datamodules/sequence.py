@@ -155,10 +155,8 @@ class SequenceDataModule(BaseDataModule):
         self, source: Any, where: str, labelled: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None]:
         hp = self.hparams
-        try:
-            frame = source if isinstance(source, pd.DataFrame) else read_table(source, where)
-        except pd.errors.ParserError as exc:
-            raise DataError(f"{where}: ragged rows, not one value per column ({exc})") from exc
+        # a row longer than the header is already a read error naming the line
+        frame = source if isinstance(source, pd.DataFrame) else read_table(source, where)
         if hp.layout == "label_first":
             labels = frame.iloc[:, 0] if labelled else None
             values = frame.iloc[:, 1:] if labelled else frame

@@ -132,6 +132,15 @@ def test_image_folder_skips_corrupt_files_and_mixes_modes(tmp_path):
         strict.setup("fit")
 
 
+def test_image_folder_needs_a_path_and_valid_options(tmp_path):
+    with pytest.raises(ConfigError, match="datamodule.path is required"):
+        ImageFolderDataModule()
+    with pytest.raises(ConfigError, match="datamodule.on_corrupt='ignore'; expected skip or error"):
+        ImageFolderDataModule(path=str(tmp_path), on_corrupt="ignore")
+    with pytest.raises(DataError, match="no class sub-folders"):
+        ImageFolderDataModule(path=str(tmp_path)).setup("fit")
+
+
 def test_image_folder_rejects_an_empty_class_and_mixed_sizes(tmp_path):
     root = write_image_folder(tmp_path / "images")
     (root / "empty").mkdir()

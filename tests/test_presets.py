@@ -22,6 +22,19 @@ def test_there_is_at_least_one_preset():
         "height_weight_regression",
         "tabular_classification",
         "tabular_regression",
+        "mnist_cnn",
+        "fashion_mnist_cnn",
+        "cifar10_cnn",
+        "cifar10_resnet",
+        "digits_cnn",
+        "image_folder",
+        "curves_conv1d",
+        "curves_mlp",
+        "curves_features_mlp",
+        "curves_resnet",
+        "gunpoint_cnn",
+        "sequence_classification",
+        "series_autoencoder",
     } <= set(PRESETS)
 
 

@@ -102,7 +102,9 @@ def test_nan_policy_and_ragged_rows(tmp_path):
     with pytest.raises(DataError, match=r"ragged rows: row\(s\) \[1\] are shorter"):
         SequenceDataModule(path=ragged).setup("fit")
     longer = _ucr(tmp_path, ["label,t0,t1", "a,1,2", "b,1,2,3,4"], "l.csv")
-    with pytest.raises(DataError):
+    with pytest.raises(
+        DataError, match="not a readable table: .*Expected 3 fields in line 3, saw 5"
+    ):
         SequenceDataModule(path=longer).setup("fit")
 
 
@@ -137,3 +139,15 @@ def test_curves_run_writes_sequence_artefacts(tmp_path):
         assert (tmp_path / name).is_file()
     task = SequenceClassification.load_from_checkpoint(summary["best_checkpoint"])
     assert task.hparams.network == "conv1d" and task.hparams.seq_len == 200
+
+
+def test_channel_blocks_and_unknown_test_labels_are_named(tmp_path):
+    rows = ["label,a0,a1,a2"] + ["x,1,2,3", "y,4,5,6"] * 5
+    with pytest.raises(DataError, match="3 value columns do not split into datamodule.channels=2"):
+        SequenceDataModule(path=_ucr(tmp_path, rows), channels=2).setup("fit")
+    test = _ucr(tmp_path, ["label,a0,a1,a2", "x,1,2,3", "z,1,2,3"], "test.csv")
+    dm = SequenceDataModule(path=_ucr(tmp_path, rows), test_path=test, val_fraction=0.2)
+    with pytest.raises(DataError, match=r"test labels: labels \['z'\] were not in the training"):
+        dm.setup("fit")
+    with pytest.raises(DataError, match="no label column 'kind'"):
+        SequenceDataModule(path=_ucr(tmp_path, rows), layout="columns", target="kind").setup("fit")
