@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -28,6 +28,9 @@ class TensorLoader:
         shuffle: Permute the rows every epoch.
         drop_last: Drop the last, smaller batch (keeps shapes fixed, e.g. under compile).
         seed: Base seed of the permutation.
+        collate: Turns each batch of slices into what the model receives, e.g. window
+            start indices into windows gathered from a strided view (nothing is
+            materialised beyond the batch).
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class TensorLoader:
         shuffle: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        collate: Callable[[tuple[Tensor, ...]], Any] | None = None,
     ) -> None:
         if not tensors:
             raise ValueError("TensorLoader needs at least one tensor")
@@ -50,6 +54,7 @@ class TensorLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
+        self.collate = collate
         self.epoch = 0
 
     @staticmethod
@@ -67,7 +72,11 @@ class TensorLoader:
         rows = self._rows()
         return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+    def __iter__(self) -> Iterator[Any]:
+        batches = self._slices()
+        return batches if self.collate is None else map(self.collate, batches)
+
+    def _slices(self) -> Iterator[tuple[Tensor, ...]]:
         n = len(self.tensors[0])
         rank, world = self._world()
         if self.shuffle:

@@ -310,6 +310,11 @@ def _execute(cfg: DictConfig, datamodule: L.LightningDataModule | None) -> dict[
         baseline = _scalar_metrics({k: v for k, v in logged.items() if k.startswith("baseline/")})
         if baseline:
             summary["baseline"] = baseline
+        notes = task.summary_notes()
+        if notes:
+            summary["notes"] = notes
+            for note in notes:
+                log.info(note)
         data_warnings = getattr(datamodule, "data_warnings", None)
         if data_warnings:
             summary["data_warnings"] = list(data_warnings)

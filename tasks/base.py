@@ -107,6 +107,11 @@ class BaseTask(L.LightningModule):
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
         """Accumulate test-only state (e.g. a confusion matrix) for :meth:`save_artifacts`."""
 
+    def summary_notes(self) -> list[str]:
+        """Sentences about the test result for the run summary (``notes``) and the log,
+        e.g. whether the model beats its baseline; called after testing."""
+        return []
+
     def penalty(self) -> Tensor | float:
         """Extra regularisation added to the training loss (weight penalties)."""
         return 0.0

@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import Tensor
 
 from tasks.errors import UserError
 
@@ -147,11 +148,21 @@ def check_task(
         assert _same_state(fresh.state_dict(), live_state), (
             "restored preprocessing state was refitted"
         )
-        for a, b in zip(
-            next(iter(fresh.val_dataloader())), next(iter(datamodule.val_dataloader()))
-        ):
+        restored_batch = _tensors(next(iter(fresh.val_dataloader())))
+        live_batch = _tensors(next(iter(datamodule.val_dataloader())))
+        assert len(restored_batch) == len(live_batch)
+        for a, b in zip(restored_batch, live_batch):
             assert torch.equal(a, b), "restored preprocessing transforms the data differently"
     return report
+
+
+def _tensors(batch: Any) -> list[Tensor]:
+    """The tensors of a batch that is a tensor, a tuple/list or a dict (in key order)."""
+    if isinstance(batch, Tensor):
+        return [batch]
+    if isinstance(batch, dict):
+        return [t for key in sorted(batch) for t in _tensors(batch[key])]
+    return [t for item in batch for t in _tensors(item)]
 
 
 def check_preset(preset: str, tmp_path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -117,6 +117,9 @@ def user_data_overrides(preset: str, tmp_path, monkeypatch=None) -> list[str]:
     missing = OmegaConf.missing_keys(cfg)
     if missing and str(cfg.task._name_) == "sequence_classification":
         return [f"datamodule.path={write_ucr_csv(tmp_path / 'sequences.csv')}"]
+    if missing and str(cfg.task._name_) == "forecasting":
+        path = write_demand_csv(tmp_path / "demand.csv")
+        return [f"datamodule.path={path}", "datamodule.target=demand"]
     if not missing:
         return []
     assert missing <= {"datamodule.path", "datamodule.target"}, missing
@@ -125,6 +128,15 @@ def user_data_overrides(preset: str, tmp_path, monkeypatch=None) -> list[str]:
         frame["label"] = frame["a"] * 2.0 + frame["b"]
     frame.to_csv(tmp_path / "user.csv", index=False)
     return [f"datamodule.path={tmp_path}/user.csv", "datamodule.target=label"]
+
+
+def write_demand_csv(path: Path, steps: int = 24 * 7 * 3, **options) -> Path:
+    """A generated hourly demand table (``timestamp``, ``demand``, ``temperature``)."""
+    from datamodules.forecast import SyntheticDemandDataModule
+
+    frame = SyntheticDemandDataModule(steps=steps, **options).load_frame()
+    frame.to_csv(path, index=False)
+    return path
 
 
 # -- image data made on the spot (tests never download) ----------------------------------------

@@ -35,6 +35,9 @@ def test_there_is_at_least_one_preset():
         "gunpoint_cnn",
         "sequence_classification",
         "series_autoencoder",
+        "electricity_lstm",
+        "airline_lstm",
+        "forecast_csv",
     } <= set(PRESETS)
 
 

@@ -1,0 +1,252 @@
+"""Time-series forecasting: ``horizon`` future steps of one or several series from the last
+``lookback`` steps, judged against the naive and seasonal naive forecasts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import (
+    MeanAbsoluteError,
+    MeanAbsolutePercentageError,
+    MeanSquaredError,
+    MetricCollection,
+    R2Score,
+    SymmetricMeanAbsolutePercentageError,
+)
+
+from tasks._plots import save_forecast_plots
+from tasks.base import BaseTask
+from tasks.errors import ConfigError
+from tasks.nets.forecast import build_forecast_net
+
+LOSSES = {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}
+BASELINES = ("naive", "seasonal_naive")
+
+
+class Forecasting(BaseTask):
+    """Direct multi-output forecasting of windows ``(N, lookback, inputs)``.
+
+    Networks (``network``): ``lstm`` (the reference: LSTM on the window, last hidden state
+    -> dense), ``gru``, ``mlp`` (the flattened window) and ``cnn`` (dilated causal 1D
+    CNN), sized by ``hidden_size``/``num_layers`` (``network_options`` for the rest).
+
+    The network works in the datamodule's scaled units; metrics, baselines, plots and
+    predictions are in original units. With ``residual`` the network predicts the change
+    from the last observed value rather than the level, which extrapolates trends beyond
+    the training range (the targets are the first ``num_targets`` inputs).
+
+    Test metrics (``test/*``): ``mse``, ``rmse``, ``mae``, ``mape`` and ``smape`` (as
+    fractions: 0.05 is 5 %), ``r2`` (mean over targets), over every test window and
+    horizon step. The same metrics of the ``naive`` (last value) and ``seasonal_naive``
+    (one season back) forecasts on the same windows are logged as
+    ``baseline/naive_*`` and ``baseline/seasonal_naive_*``; ``test/skill`` is
+    ``1 - mse / mse(seasonal naive)`` (> 0: the model beats seasonal naive) and the run
+    summary says in words whether the model beats it.
+
+    Args:
+        num_inputs: Values per input step (set from the datamodule).
+        num_targets: Series forecast (set from the datamodule).
+        lookback: Input steps (set from the datamodule).
+        horizon: Steps forecast (set from the datamodule).
+        target_center: Scaling centre per target (set from the datamodule).
+        target_scale: Scaling scale per target (set from the datamodule).
+        target_log: Targets were log-transformed before scaling (set from the datamodule).
+        network: ``lstm``, ``gru``, ``mlp`` or ``cnn``.
+        hidden_size: Hidden width (RNN units, CNN channels, MLP width).
+        num_layers: RNN layers, CNN layers or MLP hidden layers.
+        dropout: Dropout before the output layer (and between RNN layers).
+        network_options: Extra network arguments, e.g. ``{hidden_sizes: [256, 64]}``.
+        residual: Predict the change from the last observed value.
+        loss: ``mse``, ``mae`` or ``huber`` (on scaled values).
+        **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
+    """
+
+    main_metric = "r2"
+
+    def __init__(
+        self,
+        num_inputs: int = 1,
+        num_targets: int = 1,
+        lookback: int = 24,
+        horizon: int = 1,
+        target_center: Sequence[float] = (),
+        target_scale: Sequence[float] = (),
+        target_log: bool = False,
+        network: str = "lstm",
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        network_options: Mapping[str, Any] | None = None,
+        residual: bool = False,
+        loss: str = "mse",
+        **kwargs: Any,
+    ) -> None:
+        if loss not in LOSSES:
+            raise ConfigError(f"task.loss={loss!r}; expected one of {list(LOSSES)}")
+        if num_targets > num_inputs:
+            raise ConfigError(f"num_targets={num_targets} exceeds num_inputs={num_inputs}")
+        for name, values in (("target_center", target_center), ("target_scale", target_scale)):
+            if values and len(values) != num_targets:
+                raise ConfigError(f"{name} has {len(values)} entries for {num_targets} targets")
+        super().__init__(**kwargs)
+        center = list(target_center) or [0.0] * num_targets
+        scale = list(target_scale) or [1.0] * num_targets
+        self.register_buffer("target_center", torch.tensor(center), persistent=False)
+        self.register_buffer("target_scale", torch.tensor(scale), persistent=False)
+        metrics = self.configure_metrics()
+        self.baselines = nn.ModuleDict(
+            {name: metrics.clone(prefix=f"baseline/{name}_") for name in BASELINES}
+        )
+        self.example_input_array = torch.zeros(2, lookback, num_inputs)
+        self._test_rows: list[dict[str, Tensor]] = []
+        self.test_table: dict[str, Tensor] = {}
+        self.notes: list[str] = []
+
+    def configure_model(self) -> nn.Module:
+        hp = self.hparams
+        return build_forecast_net(
+            hp.network,
+            hp.num_inputs,
+            hp.horizon,
+            hp.num_targets,
+            hp.lookback,
+            hp.hidden_size,
+            hp.num_layers,
+            hp.dropout,
+            **dict(hp.network_options or {}),
+        )
+
+    def configure_loss(self) -> nn.Module:
+        return LOSSES[self.hparams.loss]()
+
+    def configure_metrics(self) -> MetricCollection:
+        k = self.hparams.num_targets
+        return MetricCollection(
+            {
+                "mse": MeanSquaredError(),
+                "rmse": MeanSquaredError(squared=False),
+                "mae": MeanAbsoluteError(),
+                "mape": MeanAbsolutePercentageError(),
+                "smape": SymmetricMeanAbsolutePercentageError(),
+                "r2": R2Score(multioutput="uniform_average") if k > 1 else R2Score(),
+            }
+        )
+
+    # -- units ---------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.model(x)
+        if self.hparams.residual:
+            out = out + x[:, -1:, : self.hparams.num_targets]
+        return out
+
+    def unscale(self, values: Tensor) -> Tensor:
+        """Scaled ``(..., targets)`` values back in original units."""
+        out = values * self.target_scale + self.target_center
+        return out.exp() if self.hparams.target_log else out
+
+    def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        k = self.hparams.num_targets
+        pred, true = self.unscale(output.float()), self.unscale(target.float())
+        shape = (-1, k) if k > 1 else (-1,)
+        return pred.reshape(shape), true.reshape(shape)
+
+    def predict_outputs(self, output: Tensor) -> dict[str, Tensor]:
+        return {"pred": self.unscale(output.float())}
+
+    # -- steps ---------------------------------------------------------------------------
+    def model_step(self, batch: Any, stage: str) -> Tensor:
+        if stage == "test":
+            y = batch["y"]
+            for name, metrics in self.baselines.items():
+                metrics.update(*self.metric_inputs(batch[name], y))
+                self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(y))
+            self._test_rows.append({key: batch[key] for key in ("start", "y", *BASELINES)})
+        return super().model_step((batch["x"], batch["y"]), stage)
+
+    def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        self._test_rows[-1]["pred"] = output
+
+    def on_test_epoch_start(self) -> None:
+        self._test_rows = []
+        self.notes = []
+
+    def on_test_epoch_end(self) -> None:
+        mse = float(self.test_metrics["mse"].compute())
+        seasonal = float(self.baselines["seasonal_naive"]["mse"].compute())
+        naive = float(self.baselines["naive"]["mse"].compute())
+        skill = 1.0 - mse / seasonal if seasonal > 0 else float("nan")
+        self.log("test/skill", skill)
+        self.log("test/skill_vs_naive", 1.0 - mse / naive if naive > 0 else float("nan"))
+        verdict = "beats" if skill > 0 else "does NOT beat"
+        self.notes = [
+            f"The model {verdict} the seasonal naive forecast on the test windows: "
+            f"MSE {mse:.4g} vs {seasonal:.4g} (skill {skill:+.3f}); naive MSE {naive:.4g}."
+        ]
+        if not self._test_rows:
+            return
+        # gathered on every rank (a collective), deduplicated and ordered by window start
+        table = {
+            key: torch.cat([row[key] for row in self._test_rows])
+            for key in ("start", "pred", "y", *BASELINES)
+        }
+        gathered = {key: self.all_gather(value) for key, value in table.items()}
+        if self.trainer.world_size > 1:
+            gathered = {key: value.flatten(0, 1) for key, value in gathered.items()}
+        start = gathered["start"].cpu()
+        order = torch.argsort(start)
+        keep = torch.ones(len(order), dtype=torch.bool)
+        keep[1:] = start[order][1:] != start[order][:-1]
+        order = order[keep]
+        self.test_table = {"start": start[order]}
+        for key in ("pred", "y", *BASELINES):
+            self.test_table[key] = self.unscale(gathered[key][order].float()).cpu()
+
+    def summary_notes(self) -> list[str]:
+        return list(self.notes)
+
+    def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
+        if not self.test_table:
+            return []
+        import pandas as pd
+
+        table = self.test_table
+        lookback = self.hparams.lookback
+        time = datamodule.time
+        names = datamodule.targets or [f"target_{j}" for j in range(self.hparams.num_targets)]
+        origin = (table["start"] + lookback).numpy()  # first forecast step of each window
+        horizon = table["pred"].shape[1]
+        rows = []
+        for h in range(horizon):
+            for j, name in enumerate(names):
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "time": time[origin + h].astype(str),
+                            "origin": time[origin - 1].astype(str),
+                            "step": h + 1,
+                            "target": name,
+                            "truth": table["y"][:, h, j].numpy(),
+                            "forecast": table["pred"][:, h, j].numpy(),
+                            "naive": table["naive"][:, h, j].numpy(),
+                            "seasonal_naive": table["seasonal_naive"][:, h, j].numpy(),
+                        }
+                    )
+                )
+        frame = pd.concat(rows, ignore_index=True)
+        csv = output_dir / "test_forecasts.csv"
+        frame.to_csv(csv, index=False)
+        pngs = save_forecast_plots(
+            time[origin],
+            table["y"].numpy(),
+            table["pred"].numpy(),
+            table["seasonal_naive"].numpy(),
+            names,
+            season=getattr(datamodule, "season", 1),
+            output_dir=output_dir,
+        )
+        return [csv, *pngs]
