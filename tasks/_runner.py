@@ -25,7 +25,7 @@ from tasks._plots import save_history_plot
 from tasks.errors import ConfigError, DataError, did_you_mean
 
 log = logging.getLogger(__name__)
-MODES = ("train", "test", "predict")
+MODES = ("train", "test", "predict", "generate")
 
 
 def _container(node: Any) -> Any:
@@ -177,7 +177,7 @@ def _restore_datamodule_state(datamodule: L.LightningDataModule, ckpt_path: str)
 def _check_ckpt(cfg: DictConfig) -> str | None:
     ckpt = cfg.get("ckpt_path")
     if ckpt in (None, ""):
-        if cfg.mode in ("test", "predict"):
+        if cfg.mode in ("test", "predict", "generate"):
             raise ConfigError(
                 f"mode={cfg.mode} needs a trained model: pass ckpt_path=PATH/TO/best.ckpt"
             )
@@ -292,6 +292,18 @@ def _execute(cfg: DictConfig, datamodule: L.LightningDataModule | None) -> dict[
     elif mode == "test":
         trainer.test(task, datamodule=datamodule, verbose=True)
         summary["checkpoint"] = ckpt
+    elif mode == "generate":
+        summary["checkpoint"] = ckpt
+        if not hasattr(task, "generate_report"):
+            raise ConfigError(f"mode=generate: task {task_name!r} does not generate samples")
+        report = task.generate_report(datamodule, seed=int(cfg.seed), **_container(cfg.sample))
+        summary.update(report)
+        if trainer.is_global_zero:
+            path = output_dir / "samples.txt"
+            path.write_text("\n".join(report["samples"]) + "\n", encoding="utf-8")
+            artifacts.append(path)
+            for sample in report["samples"]:
+                print(sample)
     else:
         batches = trainer.predict(task, datamodule=datamodule)
         summary["checkpoint"] = ckpt

@@ -11,6 +11,12 @@ def did_you_mean(
 ) -> str:
     """`` Did you mean 'x'?`` for the closest of ``choices`` to ``name``, or ``""``."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=0.5)
+    if len(close) > 1:  # a second guess only when it is about as close as the first
+
+        def score(c: str) -> float:
+            return difflib.SequenceMatcher(None, str(name), c).ratio()
+
+        close = [c for c in close if score(c) >= score(close[0]) - 0.1]
     return f" Did you mean {', '.join(render(c) for c in close)}?" if close else ""
 
 

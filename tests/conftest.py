@@ -117,6 +117,15 @@ def user_data_overrides(preset: str, tmp_path, monkeypatch=None) -> list[str]:
     missing = OmegaConf.missing_keys(cfg)
     if missing and str(cfg.task._name_) == "sequence_classification":
         return [f"datamodule.path={write_ucr_csv(tmp_path / 'sequences.csv')}"]
+    if str(cfg.datamodule._name_) == "imdb":
+        write_imdb_archive(tmp_path / "data", monkeypatch)
+        return [f"datamodule.data_dir={tmp_path / 'data'}", "datamodule.download=false"]
+    if missing and str(cfg.task._name_) == "text_classification":
+        return [f"datamodule.path={write_texts_csv(tmp_path / 'texts.csv')}"]
+    if missing and str(cfg.task._name_) == "char_language_model":
+        path = tmp_path / "corpus.txt"
+        path.write_text(make_corpus(), encoding="utf-8")
+        return [f"datamodule.path={path}", "datamodule.block_size=32"]
     if missing and str(cfg.task._name_) == "forecasting":
         path = write_demand_csv(tmp_path / "demand.csv")
         return [f"datamodule.path={path}", "datamodule.target=demand"]
@@ -137,6 +146,75 @@ def write_demand_csv(path: Path, steps: int = 24 * 7 * 3, **options) -> Path:
     frame = SyntheticDemandDataModule(steps=steps, **options).load_frame()
     frame.to_csv(path, index=False)
     return path
+
+
+WORDS = {
+    "negative": ["awful", "terrible", "late", "broken", "hate", "rude"],
+    "neutral": ["today", "flight", "car", "news", "monday", "report"],
+    "positive": ["great", "love", "thanks", "amazing", "happy", "best"],
+}
+FILLER = ["the", "a", "my", "was", "is", "and", "so", "this", "with", "again"]
+
+
+def make_texts(
+    n: int = 240, seed: int = 0, classes: tuple = ("negative", "positive")
+) -> pd.DataFrame:
+    """Short texts whose class shows in a few cue words among filler words."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = classes[i % len(classes)]
+        words = list(rng.choice(FILLER, rng.integers(3, 12))) + list(
+            rng.choice(WORDS[label], rng.integers(1, 3))
+        )
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words).capitalize() + "!", "label": label})
+    return pd.DataFrame(rows)
+
+
+def write_texts_csv(path: Path, n: int = 240, **options) -> Path:
+    make_texts(n, **options).to_csv(path, index=False)
+    return path
+
+
+def write_imdb_archive(data_dir: Path, monkeypatch=None, n: int = 96) -> Path:
+    """A small ``aclImdb_v1.tar.gz`` (generated reviews, a quarter in test/, plus an
+    ``unsup`` review that must be ignored) in ``data_dir/imdb``; its MD5 is accepted."""
+    import io
+    import tarfile
+
+    from datamodules._download import md5sum
+    from datamodules.text import IMDBDataModule
+
+    archive = data_dir / "imdb" / IMDBDataModule.ARCHIVE
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    members = [("aclImdb/train/unsup/0_0.txt", b"unlabelled")]
+    for i, row in make_texts(n).iterrows():
+        split = "test" if i % 4 == 0 else "train"
+        label = "pos" if row.label == "positive" else "neg"
+        members.append((f"aclImdb/{split}/{label}/{i}_7.txt", (row.text + "<br />end").encode()))
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    if monkeypatch is not None:
+        monkeypatch.setattr(IMDBDataModule, "MD5", md5sum(archive))
+    return archive
+
+
+def make_corpus(repeats: int = 60, seed: int = 0) -> str:
+    """A running text of simple sentences (about 3,000 characters per 60 repeats)."""
+    rng = np.random.default_rng(seed)
+    subjects, verbs, objects = (
+        ["the cat", "a dog", "my friend"],
+        ["sees", "likes"],
+        ["the sun", "a tree"],
+    )
+    return "\n".join(
+        f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}."
+        for _ in range(repeats * 3)
+    )
 
 
 # -- image data made on the spot (tests never download) ----------------------------------------

@@ -38,6 +38,12 @@ def test_there_is_at_least_one_preset():
         "electricity_lstm",
         "airline_lstm",
         "forecast_csv",
+        "sentiment_lstm",
+        "sentiment_gru",
+        "movie_reviews_lstm",
+        "names_lstm",
+        "names_transformer",
+        "text_char_lm",
     } <= set(PRESETS)
 
 

@@ -1,0 +1,501 @@
+"""Labelled texts from a table or a folder, tokenized with a ``tokenizers`` vocabulary
+fitted on the training split."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from datamodules._table_prep import check_frame
+from datamodules.base import BaseDataModule, TensorLoader, class_predictions, split_indices
+from tasks.errors import ConfigError, DataError, did_you_mean
+
+PAD, UNK = "[PAD]", "[UNK]"
+TOKENIZERS = ("word", "bpe")
+EMPTY = ("drop", "error", "keep")
+REPLACEMENT = "\ufffd"
+
+
+def read_texts(path: str | Path, option: str, encoding: str = "utf-8") -> pd.DataFrame:
+    """A CSV/TSV/Parquet table read as text; bytes that are not valid in ``encoding`` become
+    U+FFFD (counted by the caller), never a crash halfway through a file."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"{option}: no such file {str(file)!r} (resolved to {file.resolve()})")
+    suffixes = [s.lower() for s in file.suffixes]
+    try:
+        if ".parquet" in suffixes or ".pq" in suffixes:
+            frame = pd.read_parquet(file)
+        else:
+            sep = "\t" if ".tsv" in suffixes or ".tab" in suffixes else ","
+            frame = pd.read_csv(
+                file,
+                sep=sep,
+                encoding=encoding,
+                encoding_errors="replace",
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+            )
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{option}: {str(file)!r} is empty") from exc
+    except (pd.errors.ParserError, ImportError) as exc:
+        raise DataError(f"{option}: {str(file)!r} is not a readable table: {exc}") from exc
+    check_frame(frame, f"{option} {str(file)!r}")
+    return frame
+
+
+def read_folder(root: Path, option: str, encoding: str = "utf-8") -> pd.DataFrame:
+    """``root/<class>/*.txt``: one text per file, the folder name as its label."""
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{option}: {str(root)!r} has no class folders (root/<class>/*.txt)")
+    rows = []
+    for folder in classes:
+        files = sorted(folder.glob("*.txt"))
+        if not files:
+            raise DataError(f"{option}: class folder {str(folder)!r} has no .txt files")
+        for file in files:
+            text = file.read_bytes().decode(encoding, errors="replace")
+            rows.append({"text": text, "label": folder.name, "file": str(file)})
+    return pd.DataFrame(rows)
+
+
+def build_tokenizer(kind: str, vocab_size: int, lowercase: bool) -> Any:
+    """An untrained ``tokenizers`` tokenizer and its trainer: word level (split on
+    whitespace and punctuation) or byte-pair encoding, Unicode NFKC (and lower case)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    specials = [PAD, UNK]
+    if kind == "word":
+        tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=specials)
+    else:
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials)
+    steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer, trainer
+
+
+class TextDataModule(BaseDataModule):
+    """Texts with a class label, as padded token ids held in memory.
+
+    **Sources**: ``path`` is a CSV/TSV/Parquet table with ``text_column`` and
+    ``label_column``, or a folder with one sub-folder of ``.txt`` files per class (the
+    folder name is the label; ``root/train/<class>`` and ``root/test/<class>`` give a fixed
+    test split). ``test_path`` adds a separate test table; otherwise ``test_fraction`` of
+    the rows are held out (stratified, seeded), and ``val_fraction`` for validation.
+
+    **Rules for awkward text** (documented, counted in the summary's ``data_warnings``):
+    bytes that are not valid ``encoding`` become U+FFFD instead of failing the file; texts
+    longer than ``max_chars`` characters are cut there before tokenizing; empty texts are
+    dropped (``empty=drop``), rejected (``error``) or kept as a single unknown token
+    (``keep``); a missing label is an error naming the rows.
+
+    **Tokenizer** (Hugging Face ``tokenizers``): ``word`` level or ``bpe``, NFKC-normalised
+    and lower-cased (``lowercase``), with at most ``vocab_size`` entries, ``[PAD]`` = 0 and
+    ``[UNK]`` = 1, fitted on the training split only and saved in checkpoints as JSON.
+
+    **Length**: sequences are cut at ``max_length`` tokens, by default the
+    ``length_percentile`` percentile of the training lengths (keeping the ``head`` or the
+    ``tail`` of longer texts, ``truncate``); each batch is trimmed to its longest row.
+
+    Args:
+        path: Table or folder.
+        text_column: Column holding the text.
+        label_column: Column holding the class.
+        test_path: Separate test table (same columns).
+        split_column: Column saying which rows are ``train``, ``val`` or ``test`` (a fixed
+            split; splits it lacks are drawn from the training rows by fraction).
+        predict_path: Table (or folder of ``.txt`` files) to classify with ``mode=predict``.
+        tokenizer: ``word`` or ``bpe``.
+        vocab_size: Largest vocabulary, special tokens included.
+        lowercase: Lower-case before tokenizing.
+        max_length: Tokens kept per text (None: from ``length_percentile``).
+        length_percentile: Percentile of the training lengths used as ``max_length``.
+        truncate: Keep the ``head`` or the ``tail`` of longer texts.
+        empty: ``drop``, ``error`` or ``keep`` empty texts.
+        max_chars: Characters kept per text before tokenizing.
+        encoding: Text encoding of the files.
+        **kwargs: ``val_fraction``, ``test_fraction``, loader settings of
+            :class:`~datamodules.base.BaseDataModule`.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        test_path: str | None = None,
+        split_column: str | None = None,
+        predict_path: str | None = None,
+        tokenizer: str = "word",
+        vocab_size: int = 10000,
+        lowercase: bool = True,
+        max_length: int | None = None,
+        length_percentile: float = 95.0,
+        truncate: str = "head",
+        empty: str = "drop",
+        max_chars: int = 20000,
+        encoding: str = "utf-8",
+        **kwargs: Any,
+    ) -> None:
+        if path is None and not self._overrides("load_frame"):
+            raise ConfigError(
+                "datamodule.path is required: a CSV/TSV/Parquet file with a text and a label "
+                "column, or a folder with one sub-folder of .txt files per class"
+            )
+        if tokenizer not in TOKENIZERS:
+            raise ConfigError(f"datamodule.tokenizer={tokenizer!r}; expected one of {TOKENIZERS}")
+        if empty not in EMPTY:
+            raise ConfigError(f"datamodule.empty={empty!r}; expected one of {EMPTY}")
+        if truncate not in ("head", "tail"):
+            raise ConfigError(f"datamodule.truncate={truncate!r}; expected head or tail")
+        if vocab_size < 3:
+            raise ConfigError(f"datamodule.vocab_size must be >= 3, got {vocab_size}")
+        if max_length is not None and max_length < 1:
+            raise ConfigError(f"datamodule.max_length must be >= 1, got {max_length}")
+        if not 0 < length_percentile <= 100:
+            raise ConfigError(
+                f"datamodule.length_percentile must be in (0, 100], got {length_percentile}"
+            )
+        super().__init__(**kwargs)
+        self.texts: dict[str, list[str]] = {}
+        self.data_warnings: list[str] = []
+        self._tokenizer: Any = None
+
+    def load_frame(self) -> pd.DataFrame:
+        """A table with ``text_column`` and ``label_column``, for subclasses that fetch or
+        generate their own texts (e.g. a corpus download)."""
+        raise NotImplementedError
+
+    # -- reading ---------------------------------------------------------------------------
+    def _table(self, source: str | pd.DataFrame, where: str, labelled: bool = True) -> pd.DataFrame:
+        hp = self.hparams
+        if isinstance(source, pd.DataFrame):
+            frame = source
+            check_frame(frame, where)
+            text_col, label_col = hp.text_column, hp.label_column
+        elif Path(source).expanduser().is_dir():
+            frame = read_folder(Path(source).expanduser(), where, hp.encoding)
+            text_col, label_col = "text", "label"
+        else:
+            frame = read_texts(source, where, hp.encoding)
+            text_col, label_col = hp.text_column, hp.label_column
+        columns = [str(c) for c in frame.columns]
+        needed = [(text_col, "text_column")] + ([(label_col, "label_column")] if labelled else [])
+        if labelled and hp.split_column is not None:
+            needed.append((hp.split_column, "split_column"))
+        for name, option in needed:
+            if name not in columns:
+                raise DataError(
+                    f"{where}: no column {name!r} (datamodule.{option})."
+                    f"{did_you_mean(name, columns)} Columns: {columns}"
+                )
+        texts = frame[text_col].astype(object).where(frame[text_col].notna(), "").astype(str)
+        out = pd.DataFrame({"text": texts.to_numpy()})
+        if labelled:
+            labels = frame[label_col]
+            if labels.isna().any():
+                rows = np.flatnonzero(labels.isna().to_numpy())
+                raise DataError(
+                    f"{where}: {len(rows)} rows have no label (rows {rows[:5].tolist()}); "
+                    "drop them or give them a class"
+                )
+            out["label"] = labels.astype(str).str.strip().to_numpy()
+            if hp.split_column is not None:
+                split = frame[hp.split_column].astype(str).str.strip().str.lower()
+                bad = sorted(set(split) - {"train", "val", "test"})
+                if bad:
+                    raise DataError(
+                        f"{where}: column {hp.split_column!r} (datamodule.split_column) has "
+                        f"values {bad[:5]}; use train, val and test"
+                    )
+                out["split"] = split.to_numpy()
+        return self._clean(out, where)
+
+    def _clean(self, frame: pd.DataFrame, where: str) -> pd.DataFrame:
+        hp = self.hparams
+        broken = frame.text.str.contains(REPLACEMENT, regex=False)
+        if broken.any():
+            self.data_warnings.append(
+                f"{where}: {int(broken.sum())} texts had bytes that are not valid {hp.encoding}; "
+                "they were replaced by U+FFFD"
+            )
+        long = frame.text.str.len() > hp.max_chars
+        if long.any():
+            frame = frame.assign(text=frame.text.str.slice(0, hp.max_chars))
+            self.data_warnings.append(
+                f"{where}: {int(long.sum())} texts were cut at max_chars={hp.max_chars} characters"
+            )
+        empty = frame.text.str.strip() == ""
+        if empty.any():
+            rows = np.flatnonzero(empty.to_numpy())
+            if hp.empty == "error":
+                raise DataError(
+                    f"{where}: {len(rows)} texts are empty (rows {rows[:5].tolist()}); "
+                    "remove them or set datamodule.empty=drop or keep"
+                )
+            if hp.empty == "drop":
+                frame = frame[~empty].reset_index(drop=True)
+                self.data_warnings.append(f"{where}: dropped {len(rows)} empty texts")
+        if frame.empty:
+            raise DataError(f"{where}: no texts left")
+        return frame
+
+    # -- tokenizing ------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            if not self.fitted_state:
+                raise DataError(f"{type(self).__name__}: call setup('fit') first")
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_str(self.fitted_state["tokenizer"])
+        return self._tokenizer
+
+    def _fit(self, train: pd.DataFrame) -> None:
+        hp = self.hparams
+        tokenizer, trainer = build_tokenizer(hp.tokenizer, hp.vocab_size, hp.lowercase)
+        tokenizer.train_from_iterator(train.text.tolist(), trainer=trainer)
+        if tokenizer.token_to_id(PAD) != 0 or tokenizer.token_to_id(UNK) != 1:
+            raise RuntimeError("tokenizers did not put [PAD], [UNK] first")
+        lengths = np.array([len(e.ids) for e in tokenizer.encode_batch(train.text.tolist())])
+        max_length = hp.max_length or max(
+            1, int(math.ceil(np.percentile(lengths, hp.length_percentile)))
+        )
+        classes = sorted(train.label.unique().tolist())
+        ids = self._encode_with(tokenizer, train.text.tolist(), max_length)[0]
+        vocab = tokenizer.get_vocab_size()
+        df = np.zeros(vocab)
+        for row in ids.numpy():
+            df[np.unique(row[row > 0])] += 1
+        idf = np.log((1 + len(ids)) / (1 + df)) + 1  # smoothed, as scikit-learn's
+        self.fitted_state = {
+            "tokenizer": tokenizer.to_str(),
+            "max_length": max_length,
+            "classes": classes,
+            "idf": idf.tolist(),
+        }
+        self._tokenizer = tokenizer
+        cut = float((lengths > max_length).mean())
+        origin = "set" if hp.max_length else f"{hp.length_percentile:g}th percentile of training"
+        self.data_warnings.append(
+            f"max_length={max_length} tokens ({origin}); {cut:.1%} of training texts are "
+            f"longer and keep their {hp.truncate}"
+        )
+
+    def _encode_with(
+        self, tokenizer: Any, texts: list[str], max_length: int
+    ) -> tuple[Tensor, Tensor]:
+        ids = torch.zeros(len(texts), max_length, dtype=torch.long)
+        lengths = torch.ones(len(texts), dtype=torch.long)
+        for i, encoding in enumerate(tokenizer.encode_batch(texts)):
+            row = encoding.ids or [1]  # an empty text (empty=keep) is one unknown token
+            row = row[:max_length] if self.hparams.truncate == "head" else row[-max_length:]
+            ids[i, : len(row)] = torch.tensor(row)
+            lengths[i] = len(row)
+        return ids, lengths
+
+    def encode(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Token ids ``(N, max_length)`` padded with 0, and the lengths ``(N,)``."""
+        return self._encode_with(self.tokenizer, texts, self.fitted_state["max_length"])
+
+    @property
+    def idf(self) -> Tensor:
+        return torch.tensor(self.fitted_state["idf"], dtype=torch.float)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.fitted_state.get("classes", []))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._tokenizer = None
+
+    # -- setup -----------------------------------------------------------------------------
+    def _sources(self) -> dict[str, pd.DataFrame]:
+        hp = self.hparams
+        if self._overrides("load_frame"):
+            frame = self._table(self.load_frame(), f"{type(self).__name__}.load_frame()")
+        elif hp.split_column is not None:
+            frame = self._table(hp.path, "datamodule.path")
+        else:
+            frame = None
+        if frame is not None:
+            if hp.split_column is None:
+                return {"all": frame}
+            parts = {name: part.drop(columns="split") for name, part in frame.groupby("split")}
+            if "train" not in parts:
+                raise DataError(f"no row has {hp.split_column}=train")
+            return {"all": parts["train"], **{k: v for k, v in parts.items() if k != "train"}}
+        root = Path(hp.path).expanduser()
+        if root.is_dir() and (root / "train").is_dir() and (root / "test").is_dir():
+            return {
+                "all": self._table(str(root / "train"), "datamodule.path (train/)"),
+                "test": self._table(str(root / "test"), "datamodule.path (test/)"),
+            }
+        out = {"all": self._table(hp.path, "datamodule.path")}
+        if hp.test_path is not None:
+            out["test"] = self._table(hp.test_path, "datamodule.test_path")
+        return out
+
+    def _tensors(self, frame: pd.DataFrame) -> tuple[Tensor, ...]:
+        index = {name: i for i, name in enumerate(self.class_names)}
+        unknown = sorted(set(frame.label) - set(index))
+        if unknown:
+            raise DataError(
+                f"labels {unknown[:5]} do not occur in the training split (classes: "
+                f"{self.class_names}); they cannot be learnt"
+            )
+        ids, lengths = self.encode(frame.text.tolist())
+        y = torch.tensor([index[label] for label in frame.label], dtype=torch.long)
+        return ids, lengths, y
+
+    def setup_fit(self) -> None:
+        hp = self.hparams
+        sources = self._sources()
+        frame = sources["all"]
+        train_idx, val_idx, test_idx = split_indices(
+            len(frame),
+            0.0 if "val" in sources else hp.val_fraction,
+            0.0 if "test" in sources else hp.test_fraction,
+            hp.seed,
+            stratify=frame.label.to_numpy(),
+        )
+        parts = {"train": frame.iloc[train_idx]}
+        parts["val"] = sources["val"] if "val" in sources else frame.iloc[val_idx]
+        parts["test"] = sources["test"] if "test" in sources else frame.iloc[test_idx]
+        counts = parts["train"].label.value_counts()
+        if len(counts) < 2:
+            raise DataError(f"the training split has one class only ({counts.index.tolist()})")
+        if not self.fitted_state:
+            self._fit(parts["train"])
+        for split, part in parts.items():
+            part = part.reset_index(drop=True)
+            self.texts[split] = part.text.tolist()
+            if len(part):
+                setattr(self, f"{split}_data", self._tensors(part))
+        train_y = self.train_data[-1]
+        self.class_counts = torch.bincount(train_y, minlength=len(self.class_names)).tolist()
+
+    def setup_predict(self) -> None:
+        hp = self.hparams
+        if hp.predict_path is None:
+            raise ConfigError("predicting needs datamodule.predict_path=FILE")
+        if not self.fitted_state:
+            raise DataError("restore the datamodule from a checkpoint (ckpt_path=...) first")
+        source = Path(hp.predict_path).expanduser()
+        if source.is_dir():
+            files = sorted(source.glob("*.txt"))
+            if not files:
+                raise DataError(f"datamodule.predict_path: no .txt files in {str(source)!r}")
+            frame = pd.DataFrame(
+                {"text": [f.read_bytes().decode(hp.encoding, errors="replace") for f in files]}
+            )
+            self.predict_files = [str(f) for f in files]
+        else:
+            frame = read_texts(source, "datamodule.predict_path", hp.encoding)
+            if hp.text_column not in frame.columns:
+                raise DataError(
+                    f"datamodule.predict_path: no column {hp.text_column!r} "
+                    f"(datamodule.text_column). Columns: {list(frame.columns)}"
+                )
+            frame = pd.DataFrame({"text": frame[hp.text_column].fillna("").astype(str)})
+            self.predict_files = None
+        self.texts["predict"] = frame.text.tolist()  # every row kept, empty ones too
+        ids, lengths = self.encode(self.texts["predict"])
+        self.predict_data = (ids, lengths)
+
+    def data_facts(self) -> dict[str, Any]:
+        if not self.fitted_state:
+            raise DataError(f"{type(self).__name__}: call setup('fit') first")
+        return {
+            "num_tokens": self.tokenizer.get_vocab_size(),
+            "num_classes": len(self.class_names),
+            "class_counts": self.class_counts,
+        }
+
+    # -- loaders ---------------------------------------------------------------------------
+    @staticmethod
+    def _trim(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """Cut the padding columns that no row of the batch uses."""
+        ids, lengths, *rest = batch
+        return (ids[:, : int(lengths.max())], lengths, *rest)
+
+    def _loader(
+        self, data: tuple[Tensor, ...] | None, stage: str, train: bool = False
+    ) -> TensorLoader:
+        loader = super()._loader(data, stage, train)
+        loader.collate = self._trim
+        return loader
+
+    def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
+        frame = class_predictions(outputs, self.class_names, self.class_names)
+        if getattr(self, "predict_files", None):
+            frame.insert(0, "file", self.predict_files)
+        frame.insert(0, "text", self.texts["predict"])
+        return frame
+
+
+class IMDBDataModule(TextDataModule):
+    """The Large Movie Review Dataset (Maas et al., ACL 2011): 25,000 training and 25,000
+    test reviews from IMDB, labelled ``neg``/``pos``, balanced.
+
+    Reads ``aclImdb_v1.tar.gz`` (84 MB) from ``<data_dir>/imdb``, downloading it there
+    (MD5 checked) when it is missing and ``download`` is true; offline, the error says
+    where to put the file. Reviews are read straight from the archive (no extraction);
+    the official train/test split is kept and ``val_fraction`` of the training reviews
+    validate.
+    """
+
+    ARCHIVE = "aclImdb_v1.tar.gz"
+    MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
+    MIRRORS = ("https://ai.stanford.edu/~amaas/data/sentiment",)
+
+    def __init__(self, download: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("split_column", "split")
+        super().__init__(**kwargs)
+
+    def load_frame(self) -> pd.DataFrame:
+        import tarfile
+
+        from datamodules._download import fetch, md5sum
+
+        hp = self.hparams
+        archive = fetch(
+            self.ARCHIVE,
+            Path(hp.data_dir) / "imdb",
+            self.MIRRORS,
+            self.MD5,
+            download=hp.download,
+            what="IMDB movie reviews",
+        )
+        if md5sum(archive) != self.MD5:
+            raise DataError(f"{archive}: MD5 differs from the official archive; delete it")
+        rows = []
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                review = (
+                    member.isfile()
+                    and len(parts) == 4
+                    and parts[1] in ("train", "test")
+                    and parts[2] in ("neg", "pos")
+                    and parts[3].endswith(".txt")
+                )
+                if review:
+                    data = tar.extractfile(member).read()
+                    text = data.decode(hp.encoding, errors="replace").replace("<br />", " ")
+                    rows.append({"text": text, "label": parts[2], "split": parts[1]})
+        if not rows:
+            raise DataError(f"{archive}: no reviews inside (aclImdb/<split>/<neg|pos>/*.txt)")
+        return pd.DataFrame(rows)

@@ -1,0 +1,206 @@
+"""Text networks: token ids ``(N, length)`` padded with 0 and their lengths ``(N,)`` in,
+class logits out; and the character language models (``forward(idx, targets)``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from tasks.errors import ConfigError, did_you_mean
+from tasks.nets.mlp import MLP
+
+
+class EmbeddingLSTM(nn.Module):
+    """The reference: Embedding(16) -> LSTM(32) -> dense, read at each text's last token
+    (not at the padding after it)."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        embedding_dim: int = 16,
+        hidden_size: int = 32,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.rnn = nn.LSTM(
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        out, _ = self.rnn(self.embedding(ids))
+        last = (lengths - 1).clamp(min=0).to(out.device)
+        return self.head(out[torch.arange(len(ids), device=out.device), last])
+
+
+class BiGRU(nn.Module):
+    """Bidirectional GRU over packed sequences (padding is never read); the final forward
+    and backward states, concatenated, feed the classifier."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        embedding_dim: int = 64,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.rnn = nn.GRU(
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden_size, num_classes))
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        packed = pack_padded_sequence(
+            self.embedding(ids), lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
+        )
+        _, h = self.rnn(packed)  # (layers * 2, N, hidden), in the input order
+        return self.head(torch.cat([h[-2], h[-1]], dim=1))
+
+
+class TfidfMLP(nn.Module):
+    """Bag of words: TF-IDF of the token counts (L2-normalised, as scikit-learn's
+    ``TfidfVectorizer``) -> MLP; ``hidden_sizes=[]`` is logistic regression. The ``idf``
+    buffer is set from the training split and saved with the weights."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        hidden_sizes: Sequence[int] = (64,),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.register_buffer("idf", torch.ones(vocab_size))
+        self.mlp = MLP(vocab_size, num_classes, hidden_sizes, dropout=dropout)
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        counts = torch.zeros(len(ids), self.vocab_size, device=ids.device)
+        counts.scatter_add_(1, ids, (ids > 0).float())  # padding (id 0) counts nothing
+        tfidf = nn.functional.normalize(counts * self.idf, dim=1)
+        return self.mlp(tfidf)
+
+
+TEXT_NETWORKS = {"lstm": EmbeddingLSTM, "gru": BiGRU, "bow": TfidfMLP}
+
+
+def build_text_net(name: str, vocab_size: int, num_classes: int, **options: Any) -> nn.Module:
+    """``lstm`` (reference), ``gru`` (bidirectional, packed) or ``bow`` (TF-IDF MLP)."""
+    if name not in TEXT_NETWORKS:
+        raise ConfigError(
+            f"task.network={name!r} is not a text network; choose one of "
+            f"{list(TEXT_NETWORKS)}.{did_you_mean(name, TEXT_NETWORKS)}"
+        )
+    try:
+        return TEXT_NETWORKS[name](vocab_size, num_classes, **options)
+    except TypeError as exc:
+        raise ConfigError(f"task.network_options do not fit network {name!r}: {exc}") from exc
+
+
+# -- character language models --------------------------------------------------------------
+class CharLSTM(nn.Module):
+    """The reference character model: Embedding -> LSTM -> dense over the vocabulary, at
+    every position (the reference reads 3 characters; this one reads up to block_size)."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        embedding_dim: int = 32,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.rnn = nn.LSTM(
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, vocab_size))
+
+    def forward(self, idx: Tensor) -> Tensor:
+        out, _ = self.rnn(self.embedding(idx))
+        return self.head(out)
+
+
+class CharTransformer(nn.Module):
+    """A small causal (GPT-style, pre-norm) Transformer with learnt positions."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        embedding_dim: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        dropout: float = 0.1,
+        hidden_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if embedding_dim % num_heads:
+            raise ConfigError(
+                f"embedding_dim={embedding_dim} must be divisible by num_heads={num_heads}"
+            )
+        self.block_size = block_size
+        self.tokens = nn.Embedding(vocab_size, embedding_dim)
+        self.positions = nn.Embedding(block_size, embedding_dim)
+        layer = nn.TransformerEncoderLayer(
+            embedding_dim,
+            num_heads,
+            hidden_size or 4 * embedding_dim,
+            dropout,
+            batch_first=True,
+            norm_first=True,
+            activation="gelu",
+        )
+        self.blocks = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(embedding_dim)
+        self.head = nn.Linear(embedding_dim, vocab_size)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        length = idx.shape[1]
+        if length > self.block_size:
+            raise ValueError(f"sequence of {length} exceeds block_size={self.block_size}")
+        positions = torch.arange(length, device=idx.device)
+        x = self.tokens(idx) + self.positions(positions)
+        mask = nn.Transformer.generate_square_subsequent_mask(length, device=idx.device)
+        return self.head(self.norm(self.blocks(x, mask=mask, is_causal=True)))
+
+
+LM_NETWORKS = {"lstm": CharLSTM, "transformer": CharTransformer}
+
+
+def build_char_net(name: str, vocab_size: int, block_size: int, **options: Any) -> nn.Module:
+    if name not in LM_NETWORKS:
+        raise ConfigError(
+            f"task.network={name!r} is not a language model; choose one of "
+            f"{list(LM_NETWORKS)}.{did_you_mean(name, LM_NETWORKS)}"
+        )
+    try:
+        return LM_NETWORKS[name](vocab_size, block_size, **options)
+    except TypeError as exc:
+        raise ConfigError(f"task.network_options do not fit network {name!r}: {exc}") from exc

@@ -1,0 +1,422 @@
+"""Text problems: classification of texts (sentiment) and a character language model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from tasks._classify import ClassificationOutputs, label_metrics
+from tasks.base import BaseTask
+from tasks.errors import ConfigError, DataError
+from tasks.nets.text import build_char_net, build_text_net
+
+
+def load_word_vectors(
+    path: str | Path, vocab: Mapping[str, int], dim: int
+) -> tuple[Tensor, Tensor]:
+    """Rows of a GloVe / word2vec text file (``word v1 ... vd``; a word2vec ``count dim``
+    header line is skipped) for the words of ``vocab``: ``(len(vocab), dim)`` vectors and a
+    mask of the words found. Nothing is downloaded."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"task.embeddings_path: no such file {str(file)!r}")
+    size = max(vocab.values()) + 1
+    vectors = torch.zeros(size, dim)
+    found = torch.zeros(size, dtype=torch.bool)
+    with file.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            parts = line.rstrip().split(" ")
+            if number == 1 and len(parts) == 2:
+                continue
+            if len(parts) != dim + 1:
+                raise DataError(
+                    f"task.embeddings_path line {number}: {len(parts) - 1} values, but "
+                    f"task.embedding_dim={dim}; set embedding_dim to the file's width"
+                )
+            index = vocab.get(parts[0])
+            if index is not None:
+                vectors[index] = torch.tensor([float(v) for v in parts[1:]])
+                found[index] = True
+    return vectors, found
+
+
+class TextClassification(ClassificationOutputs, BaseTask):
+    """Binary or multiclass classification of texts from token ids.
+
+    Networks (``network``): ``lstm`` (the reference Embedding(16) -> LSTM(32) -> dense),
+    ``gru`` (bidirectional GRU over packed sequences) and ``bow`` (TF-IDF bag of words ->
+    MLP ``hidden_sizes``; ``[]`` is logistic regression). Pretrained word vectors for the
+    embedding networks come from a local GloVe/word2vec text file (``embeddings_path``),
+    fine-tuned or frozen (``freeze_embeddings``); words it lacks keep their random start.
+
+    Test artefacts: confusion matrix and ``confident_mistakes.csv``, the ``examples`` test
+    texts classified wrongly with the highest confidence.
+
+    Args:
+        num_tokens: Entries of the vocabulary (set from the datamodule).
+        num_classes: Number of classes (set from the datamodule).
+        class_counts: Training texts per class (set from the datamodule).
+        network: ``lstm``, ``gru`` or ``bow``.
+        embedding_dim: Width of the token embeddings (``lstm``, ``gru``).
+        hidden_size: Recurrent units (``lstm``, ``gru``).
+        num_layers: Recurrent layers (``lstm``, ``gru``).
+        hidden_sizes: Hidden widths of the ``bow`` MLP.
+        dropout: Dropout before the classifier (and in the ``bow`` MLP).
+        embeddings_path: Local word-vector text file for the embedding layer.
+        freeze_embeddings: Keep the embedding layer fixed.
+        examples: Confident mistakes written after testing.
+        **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
+    """
+
+    main_metric = "acc"
+
+    def __init__(
+        self,
+        num_tokens: int = 10000,
+        num_classes: int = 2,
+        class_counts: Sequence[int] = (),
+        network: str = "lstm",
+        embedding_dim: int = 16,
+        hidden_size: int = 32,
+        num_layers: int = 1,
+        hidden_sizes: Sequence[int] = (64,),
+        dropout: float = 0.0,
+        embeddings_path: str | None = None,
+        freeze_embeddings: bool = False,
+        examples: int = 20,
+        **kwargs: Any,
+    ) -> None:
+        if num_classes < 2:
+            raise ConfigError(f"classification needs at least 2 classes, got {num_classes}")
+        if network == "bow" and (embeddings_path or freeze_embeddings):
+            raise ConfigError("network=bow has no embedding layer for task.embeddings_path")
+        super().__init__(**kwargs)
+        self.init_confusion()
+        if freeze_embeddings:
+            self.model.embedding.weight.requires_grad_(False)
+        self.example_input_array = (torch.ones(2, 5, dtype=torch.long), torch.tensor([5, 3]))
+        self._test_rows: list[tuple[Tensor, Tensor]] = []
+        self.mistakes: dict[str, Tensor] = {}
+
+    def configure_model(self) -> nn.Module:
+        hp = self.hparams
+        if hp.network == "bow":
+            options: dict[str, Any] = {"hidden_sizes": hp.hidden_sizes, "dropout": hp.dropout}
+        else:
+            options = {
+                "embedding_dim": hp.embedding_dim,
+                "hidden_size": hp.hidden_size,
+                "num_layers": hp.num_layers,
+                "dropout": hp.dropout,
+            }
+        return build_text_net(hp.network, hp.num_tokens, hp.num_classes, **options)
+
+    def configure_loss(self) -> nn.Module:
+        return nn.CrossEntropyLoss()
+
+    def configure_metrics(self) -> MetricCollection:
+        return label_metrics(self.hparams.num_classes)
+
+    def on_fit_start(self) -> None:
+        """Fill what the training split determines and checkpoints then keep: the IDF
+        weights of ``bow`` and pretrained word vectors (only when training starts)."""
+        datamodule = self.trainer.datamodule
+        if datamodule is None or self.trainer.global_step > 0:
+            return
+        if self.hparams.network == "bow" and hasattr(datamodule, "idf"):
+            self.model.idf.copy_(datamodule.idf.to(self.model.idf.device))
+        if self.hparams.embeddings_path:
+            vectors, found = load_word_vectors(
+                self.hparams.embeddings_path,
+                datamodule.tokenizer.get_vocab(),
+                self.hparams.embedding_dim,
+            )
+            weight = self.model.embedding.weight
+            with torch.no_grad():
+                weight[found] = vectors[found].to(weight.device, weight.dtype)
+            self.print(
+                f"word vectors: {int(found.sum())} of {len(found)} vocabulary entries found in "
+                f"{self.hparams.embeddings_path}"
+            )
+
+    # -- test outputs in input order, for the confident mistakes -----------------------------
+    def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        super().record_test_outputs(output, target)
+        self._test_rows.append((target, output.float().softmax(dim=-1)))
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self._test_rows = []
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        if not self._test_rows:
+            return
+        y = torch.cat([t for t, _ in self._test_rows])
+        prob = torch.cat([p for _, p in self._test_rows])
+        if self.trainer.world_size > 1:
+            # rank r holds rows r, r + world, ... of the (wrapped) test set: interleave back
+            y, prob = (self.all_gather(t).transpose(0, 1).flatten(0, 1) for t in (y, prob))
+        datamodule = self.trainer.datamodule
+        texts = getattr(datamodule, "texts", {}).get("test") if datamodule is not None else None
+        n = len(texts) if texts is not None else len(y)
+        y, prob = y[:n], prob[:n]
+        confidence, pred = prob.max(dim=-1)
+        wrong = torch.nonzero(pred != y).flatten()
+        order = wrong[torch.argsort(confidence[wrong], descending=True)][: self.hparams.examples]
+        self.mistakes = {
+            "row": order.cpu(),
+            "label": y[order].cpu(),
+            "pred": pred[order].cpu(),
+            "confidence": confidence[order].cpu(),
+        }
+
+    def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
+        paths = super().save_artifacts(output_dir, datamodule)
+        texts = getattr(datamodule, "texts", {}).get("test")
+        if not self.mistakes or texts is None:
+            return paths
+        import pandas as pd
+
+        names = self.class_names(datamodule)
+        m = self.mistakes
+        frame = pd.DataFrame(
+            {
+                "text": [texts[int(r)] for r in m["row"]],
+                "label": [names[int(i)] for i in m["label"]],
+                "predicted": [names[int(i)] for i in m["pred"]],
+                "confidence": m["confidence"].numpy().round(4),
+            }
+        )
+        path = output_dir / "confident_mistakes.csv"
+        frame.to_csv(path, index=False)
+        return [*paths, path]
+
+
+#: Samples drawn after testing to measure the share of novel items.
+NOVELTY_SAMPLES = 500
+
+
+class CharLanguageModel(BaseTask):
+    """Next-character prediction and sampling.
+
+    Ids: 0 pads inputs (never a target, never sampled), 1 is the boundary (``\\n``: the
+    start and end of an item, or a newline of running text), 2 stands for characters the
+    training split never had, then the training characters. The vocabulary is a
+    hyperparameter, so a checkpoint alone can generate.
+
+    Metrics: ``loss`` (cross-entropy per character, nats), ``perplexity`` (its exponent,
+    over the epoch) and ``acc`` (next-character accuracy). The datamodule's unigram and
+    bigram models of the training split are reported beside them on the validation and
+    test splits (``baseline/val_bigram_loss``, ``baseline/bigram_loss``, ...). After
+    testing, ``samples`` samples go to ``samples.txt`` and, for items, ``test/novel_share``
+    is the share of 500 samples that are not training items.
+
+    Args:
+        vocab: The characters by id (set from the datamodule).
+        block_size: Longest context (set from the datamodule).
+        items: Whether the data are items such as names (set from the datamodule): then
+            generation starts at a boundary and stops at the next one.
+        network: ``lstm`` (the reference) or ``transformer`` (small causal Transformer).
+        embedding_dim: Character embedding width.
+        hidden_size: LSTM units, or the Transformer's feed-forward width (default 4x).
+        num_layers: LSTM or Transformer layers.
+        num_heads: Attention heads (``transformer``).
+        dropout: Dropout.
+        samples: Samples written to ``samples.txt`` after testing.
+        temperature: Temperature of those samples.
+        **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
+    """
+
+    main_metric = "loss"
+    PAD, BOUNDARY, UNKNOWN = 0, 1, 2
+
+    def __init__(
+        self,
+        vocab: str = "\0\n\ufffdab",
+        block_size: int = 32,
+        items: bool = True,
+        network: str = "lstm",
+        embedding_dim: int = 32,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        samples: int = 20,
+        temperature: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        if len(vocab) < 4:
+            raise ConfigError(f"the vocabulary needs at least one character, got {vocab!r}")
+        super().__init__(**kwargs)
+        # epoch means of the per-character loss (for the perplexity) and the accuracy
+        for stage in ("val", "test"):
+            extra = {
+                "perplexity_loss": MeanMetric(),
+                "acc": MulticlassAccuracy(len(vocab), average="micro", ignore_index=-100),
+            }
+            setattr(self, f"{stage}_extra", nn.ModuleDict(extra))
+        self.example_input_array = torch.ones(2, min(block_size, 8), dtype=torch.long)
+        self.samples_out: list[str] = []
+        self.notes: list[str] = []
+
+    def configure_model(self) -> nn.Module:
+        hp = self.hparams
+        options: dict[str, Any] = {
+            "embedding_dim": hp.embedding_dim,
+            "num_layers": hp.num_layers,
+            "dropout": hp.dropout,
+        }
+        if hp.network == "transformer":
+            options["num_heads"] = hp.num_heads
+            options["hidden_size"] = hp.hidden_size if hp.hidden_size else None
+        else:
+            options["hidden_size"] = hp.hidden_size
+        return build_char_net(hp.network, len(hp.vocab), hp.block_size, **options)
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> Any:
+        """Logits ``(N, T, vocab)``; with ``targets`` (``-100`` where there is none), also
+        the mean cross-entropy: ``(logits, loss)``."""
+        logits = self.model(idx)
+        if targets is None:
+            return logits
+        loss = nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100
+        )
+        return logits, loss
+
+    def model_step(self, batch: Any, stage: str) -> Tensor:
+        x, y = batch
+        logits, loss = self(x, y)
+        tokens = int((y != -100).sum())
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            prog_bar=stage != "test",
+            batch_size=tokens,
+        )
+        extra = getattr(self, f"{stage}_extra", None)
+        if extra is not None:
+            extra["perplexity_loss"].update(loss.detach(), tokens)
+            extra["acc"].update(logits.detach().flatten(0, 1), y.flatten())
+            self.log(f"{stage}/acc", extra["acc"], on_step=False, on_epoch=True)
+        return loss
+
+    def _epoch_end(self, stage: str) -> None:
+        extra = getattr(self, f"{stage}_extra")
+        mean = extra["perplexity_loss"].compute()
+        self.log(f"{stage}/perplexity", torch.exp(mean))
+        extra["perplexity_loss"].reset()
+        datamodule = self.trainer.datamodule
+        report = getattr(datamodule, "baselines", {}).get(stage) if datamodule else None
+        for name, value in (report or {}).items():
+            self.log(f"baseline/{'val_' if stage == 'val' else ''}{name}", float(value))
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+        hp = self.hparams
+        self.samples_out = self.generate(hp.samples, temperature=hp.temperature, seed=0)
+        datamodule = self.trainer.datamodule
+        training = getattr(datamodule, "training_items", None) if datamodule else None
+        shown = ", ".join(repr(s) for s in self.samples_out[:8])
+        self.notes = [f"samples at temperature {hp.temperature:g}: {shown}"]
+        if hp.items and training is not None:  # measured on a larger draw than is shown
+            draw = self.generate(NOVELTY_SAMPLES, temperature=hp.temperature, seed=1)
+            novel = novel_share(draw, training)
+            self.log("test/novel_share", novel)
+            self.notes.append(
+                f"{novel:.0%} of {NOVELTY_SAMPLES} samples at temperature {hp.temperature:g} "
+                "are not training items"
+            )
+
+    def summary_notes(self) -> list[str]:
+        return list(self.notes)
+
+    def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
+        if not self.samples_out:
+            return []
+        path = output_dir / "samples.txt"
+        path.write_text("\n".join(self.samples_out) + "\n", encoding="utf-8")
+        return [path]
+
+    # -- sampling --------------------------------------------------------------------------
+    def generate_report(self, datamodule: Any, seed: int = 0, **options: Any) -> dict[str, Any]:
+        """``mode=generate``: samples (:meth:`generate` with ``options``) and, for items,
+        the share that are not training items (the datamodule is set up to know them)."""
+        samples = self.generate(seed=seed, **options)
+        report: dict[str, Any] = {"samples": samples}
+        if self.hparams.items and hasattr(datamodule, "training_items"):
+            datamodule.setup("fit")
+            report["novel_share"] = novel_share(samples, datamodule.training_items)
+        return report
+
+    def encode(self, text: str) -> list[int]:
+        index = {c: i for i, c in enumerate(self.hparams.vocab)}
+        return [index.get(c, self.UNKNOWN) for c in text]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        num_samples: int = 10,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        prefix: str = "",
+        max_new_tokens: int | None = None,
+        seed: int = 0,
+    ) -> list[str]:
+        """Sample ``num_samples`` continuations of ``prefix``, seeded (the same call gives
+        the same samples). Items stop at a boundary (the item itself is returned, prefix
+        included); running text generates ``max_new_tokens`` characters."""
+        hp = self.hparams
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {top_k}")
+        limit = max_new_tokens or (hp.block_size if hp.items else 200)
+        start = ([self.BOUNDARY] if hp.items or not prefix else []) + self.encode(prefix)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        was_training = self.training
+        self.eval()
+        idx = torch.tensor([start] * num_samples, dtype=torch.long, device=self.device)
+        done = torch.zeros(num_samples, dtype=torch.bool)
+        for _ in range(limit):
+            logits = self.model(idx[:, -hp.block_size :])[:, -1].float().cpu() / temperature
+            logits[:, [self.PAD, self.UNKNOWN]] = -float("inf")
+            if top_k is not None:
+                cut = torch.topk(logits, min(top_k, logits.shape[1])).values[:, -1:]
+                logits[logits < cut] = -float("inf")
+            nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+            if hp.items:
+                nxt[done] = self.BOUNDARY
+                done |= nxt == self.BOUNDARY
+            idx = torch.cat([idx, nxt[:, None].to(idx.device)], dim=1)
+            if hp.items and done.all():
+                break
+        self.train(was_training)
+        vocab = hp.vocab
+        out = []
+        for row in idx[:, len(start) :].tolist():
+            if hp.items:
+                row = row[: row.index(self.BOUNDARY)] if self.BOUNDARY in row else row
+            out.append(prefix + "".join(vocab[i] for i in row))
+        return out
+
+
+def novel_share(samples: Sequence[str], training: Sequence[str] | set[str]) -> float:
+    """Share of non-empty samples that are not training items."""
+    known = set(training)
+    kept = [s for s in samples if s]
+    return sum(s not in known for s in kept) / len(kept) if kept else 0.0

@@ -1,0 +1,349 @@
+"""Text classification and the character language model: data rules, networks, runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import make_corpus, make_texts, write_imdb_archive, write_texts_csv
+
+from datamodules.chars import CharItemsDataModule, CharTextDataModule
+from datamodules.text import IMDBDataModule, TextDataModule
+from tasks.api import compose, run
+from tasks.errors import ConfigError, DataError
+from tasks.nets.text import BiGRU, CharTransformer, EmbeddingLSTM, TfidfMLP
+from tasks.text import CharLanguageModel, TextClassification, load_word_vectors, novel_share
+
+
+def texts_module(tmp_path, frame: pd.DataFrame | None = None, **options) -> TextDataModule:
+    path = tmp_path / "texts.csv"
+    (make_texts() if frame is None else frame).to_csv(path, index=False)
+    return TextDataModule(path=str(path), **options)
+
+
+# -- the text datamodule -------------------------------------------------------------------
+def test_vocabulary_and_length_come_from_the_training_split_only(tmp_path):
+    frame = make_texts(200)
+    frame.loc[frame.index[-1], "text"] = "zyzzyva " * 3  # a word in one row only
+    dm = texts_module(tmp_path, frame, test_fraction=0.2, val_fraction=0.2)
+    dm.setup("fit")
+    in_train = "zyzzyva" in " ".join(dm.texts["train"]).lower()
+    assert (dm.tokenizer.token_to_id("zyzzyva") is not None) == in_train
+    lengths = [len(dm.tokenizer.encode(t).ids) for t in dm.texts["train"]]
+    assert dm.fitted_state["max_length"] == math.ceil(np.percentile(lengths, 95))
+    assert dm.tokenizer.token_to_id("[PAD]") == 0 and dm.tokenizer.token_to_id("[UNK]") == 1
+    ids, lengths_t, y = dm.train_data
+    assert ids.shape == (len(dm.texts["train"]), dm.fitted_state["max_length"])
+    assert (ids[torch.arange(len(ids)), lengths_t - 1] > 0).all()  # last real token
+    assert dm.class_names == ["negative", "positive"] and dm.data_facts()["num_classes"] == 2
+    # each batch is cut to its longest row
+    batch = next(iter(dm.val_dataloader()))
+    assert batch[0].shape[1] == int(batch[1].max())
+
+
+def test_bytes_that_are_not_utf8_are_replaced_and_counted(tmp_path):
+    path = tmp_path / "latin.csv"
+    rows = [("caf\xe9 great love", "positive"), ("awful late", "negative")] * 20
+    body = "text,label\n" + "".join(f"{t},{label}\n" for t, label in rows)
+    path.write_bytes(body.encode("latin-1"))
+    dm = TextDataModule(path=str(path), val_fraction=0.2, test_fraction=0.2)
+    dm.setup("fit")
+    assert any("\ufffd" in t for t in dm.texts["train"])
+    assert any("20 texts had bytes that are not valid utf-8" in w for w in dm.data_warnings)
+
+
+def test_empty_texts_and_missing_labels_follow_the_rules(tmp_path):
+    frame = make_texts(60)
+    frame.loc[[3, 7], "text"] = ["", "   "]
+    dm = texts_module(tmp_path, frame)
+    dm.setup("fit")
+    assert sum(len(v) for v in dm.texts.values()) == 58
+    assert "dropped 2 empty texts" in " ".join(dm.data_warnings)
+    with pytest.raises(DataError, match=r"2 texts are empty \(rows \[3, 7\]\)"):
+        texts_module(tmp_path, frame, empty="error").setup("fit")
+    kept = texts_module(tmp_path, frame, empty="keep")
+    kept.setup("fit")
+    assert sum(len(v) for v in kept.texts.values()) == 60
+    frame.loc[5, "label"] = np.nan
+    with pytest.raises(DataError, match=r"1 rows have no label \(rows \[5\]\)"):
+        texts_module(tmp_path, frame).setup("fit")
+
+
+def test_misnamed_columns_and_options_name_the_fix(tmp_path):
+    with pytest.raises(DataError, match=r"no column 'txt' \(datamodule.text_column\)"):
+        texts_module(tmp_path, text_column="txt").setup("fit")
+    with pytest.raises(DataError, match="Did you mean 'label'"):
+        texts_module(tmp_path, label_column="labels").setup("fit")
+    with pytest.raises(ConfigError, match="datamodule.path is required"):
+        TextDataModule()
+    with pytest.raises(ConfigError, match="tokenizer='chars'"):
+        TextDataModule(path="x.csv", tokenizer="chars")
+
+
+def test_long_texts_are_cut_and_bpe_works(tmp_path):
+    frame = make_texts(60)
+    frame.loc[0, "text"] = "great " * 5000
+    dm = texts_module(tmp_path, frame, tokenizer="bpe", vocab_size=200, max_chars=1000)
+    dm.setup("fit")
+    assert max(len(t) for split in dm.texts.values() for t in split) <= 1000
+    assert "1 texts were cut at max_chars=1000" in " ".join(dm.data_warnings)
+    assert dm.tokenizer.get_vocab_size() <= 200
+
+
+def test_class_folders_fixed_split_and_predicting_a_folder(tmp_path):
+    frame = make_texts(80)
+    for split, part in (("train", frame.iloc[:60]), ("test", frame.iloc[60:])):
+        for i, row in part.iterrows():
+            folder = tmp_path / "corpus" / split / row.label
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i}.txt").write_text(row.text, encoding="utf-8")
+    dm = TextDataModule(path=str(tmp_path / "corpus"), val_fraction=0.2)
+    dm.setup("fit")
+    assert len(dm.texts["test"]) == 20 and len(dm.texts["train"]) + len(dm.texts["val"]) == 60
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "b.txt").write_text("love it", encoding="utf-8")
+    (inbox / "a.txt").write_text("", encoding="utf-8")
+    predictor = TextDataModule(path=str(tmp_path / "corpus"), predict_path=str(inbox))
+    predictor.load_state_dict(dm.state_dict())
+    predictor.setup("predict")
+    frame = predictor.predictions_frame(
+        {"pred": torch.tensor([0, 1]), "prob": torch.tensor([[0.9, 0.1], [0.2, 0.8]])}
+    )
+    assert frame.file.str.endswith(("a.txt", "b.txt")).tolist() == [True, True]
+    assert frame.pred.tolist() == ["negative", "positive"] and frame.text.tolist()[1] == "love it"
+
+
+def test_split_column_fixes_the_split(tmp_path):
+    frame = make_texts(90).assign(split=["train"] * 60 + ["val"] * 10 + ["test"] * 20)
+    dm = texts_module(tmp_path, frame, split_column="split")
+    dm.setup("fit")
+    assert [len(dm.texts[s]) for s in ("train", "val", "test")] == [60, 10, 20]
+    frame.loc[0, "split"] = "holdout"
+    with pytest.raises(DataError, match=r"values \['holdout'\]; use train, val and test"):
+        texts_module(tmp_path, frame, split_column="split").setup("fit")
+
+
+def test_imdb_reads_the_archive_with_its_split_and_says_where_it_goes(tmp_path, monkeypatch):
+    write_imdb_archive(tmp_path, monkeypatch, n=48)
+    dm = IMDBDataModule(data_dir=str(tmp_path), download=False, val_fraction=0.25)
+    dm.setup("fit")
+    assert len(dm.texts["test"]) == 12 and dm.class_names == ["neg", "pos"]
+    assert sum(len(dm.texts[s]) for s in ("train", "val")) == 36  # unsup/ left out
+    assert not any("<br />" in t for t in dm.texts["train"])
+    empty = tmp_path / "elsewhere"
+    with pytest.raises(DataError, match=r"aclImdb_v1.tar.gz is not on disk.*Put the file in"):
+        IMDBDataModule(data_dir=str(empty), download=False).setup("fit")
+    monkeypatch.setattr(IMDBDataModule, "MD5", "0" * 32)
+    with pytest.raises(DataError, match="MD5 differs from the official archive"):
+        IMDBDataModule(data_dir=str(tmp_path), download=False).setup("fit")
+
+
+# -- text networks -----------------------------------------------------------------------
+def test_recurrent_networks_never_read_the_padding():
+    ids = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 0, 0, 0]])
+    lengths = torch.tensor([3, 2])
+    padded = torch.cat([ids, torch.zeros(2, 4, dtype=torch.long)], dim=1)
+    for net in (EmbeddingLSTM(20, 3), BiGRU(20, 3, embedding_dim=8, hidden_size=8)):
+        net.eval()
+        assert torch.allclose(net(ids, lengths), net(padded, lengths), atol=1e-6)
+        alone = net(ids[1:, :2], lengths[1:])
+        assert torch.allclose(net(ids, lengths)[1:], alone, atol=1e-6)
+
+
+def test_bag_of_words_is_l2_normalised_tfidf():
+    net = TfidfMLP(6, 2, hidden_sizes=[])
+    net.idf.copy_(torch.tensor([1.0, 1.0, 2.0, 1.0, 3.0, 1.0]))
+    captured = {}
+    net.mlp.register_forward_hook(lambda m, inputs, out: captured.update(x=inputs[0]))
+    net(torch.tensor([[2, 2, 4, 0]]), torch.tensor([3]))
+    expected = torch.tensor([0, 0, 4.0, 0, 3.0, 0]) / 5.0
+    assert torch.allclose(captured["x"][0], expected)
+
+
+def test_word_vectors_load_from_a_local_file(tmp_path):
+    glove = tmp_path / "vectors.txt"
+    glove.write_text("3 4\ngreat 1 2 3 4\nunseen 9 9 9 9\nawful -1 -2 -3 -4\n", encoding="utf-8")
+    vectors, found = load_word_vectors(glove, {"[PAD]": 0, "great": 1, "awful": 2, "x": 3}, 4)
+    assert found.tolist() == [False, True, True, False]
+    assert vectors[2].tolist() == [-1, -2, -3, -4]
+    with pytest.raises(DataError, match="4 values, but task.embedding_dim=8"):
+        load_word_vectors(glove, {"great": 1}, 8)
+
+
+# -- runs --------------------------------------------------------------------------------
+def test_sentiment_run_reports_metrics_mistakes_and_predicts_in_order(tmp_path):
+    csv = write_texts_csv(
+        tmp_path / "texts.csv", n=300, classes=("negative", "neutral", "positive")
+    )
+    glove = tmp_path / "vectors.txt"
+    glove.write_text("great " + " ".join(["0.5"] * 16) + "\n", encoding="utf-8")
+    overrides = [
+        f"datamodule.path={csv}",
+        f"task.embeddings_path={glove}",
+        "task.freeze_embeddings=true",
+        "trainer.max_epochs=3",
+        "trainer.enable_progress_bar=false",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    summary = run(compose("sentiment_lstm", overrides))
+    metrics = summary["metrics"]
+    for name in ("acc", "f1", "auroc"):
+        assert 0 <= metrics[f"test/{name}"] <= 1
+    assert summary["baseline"]["baseline/acc"] == pytest.approx(1 / 3, abs=0.05)
+    mistakes = pd.read_csv(tmp_path / "run" / "confident_mistakes.csv")
+    assert (mistakes.label != mistakes.predicted).all()
+    assert mistakes.confidence.is_monotonic_decreasing
+    ckpt = torch.load(summary["best_checkpoint"], weights_only=True)
+    weight = ckpt["state_dict"]["model.embedding.weight"]
+    vocab = json.loads(ckpt["TextDataModule"]["tokenizer"])["model"]["vocab"]
+    assert torch.allclose(weight[vocab["great"]], torch.full((16,), 0.5))  # loaded and frozen
+
+    new = tmp_path / "new.csv"
+    pd.DataFrame({"text": ["love it, best ever", "", "awful and rude"]}).to_csv(new, index=False)
+    predict = overrides[:1] + [
+        "mode=predict",
+        f"ckpt_path={summary['best_checkpoint']}",
+        f"datamodule.predict_path={new}",
+        f"output_dir={tmp_path / 'predict'}",
+    ]
+    run(compose("sentiment_lstm", predict))
+    out = pd.read_csv(tmp_path / "predict" / "predictions.csv", keep_default_na=False)
+    assert out.text.tolist() == ["love it, best ever", "", "awful and rude"]
+    probs = out[[c for c in out.columns if c.startswith("prob_")]].sum(axis=1)
+    np.testing.assert_allclose(probs, 1.0, rtol=1e-5)
+
+
+def test_bow_network_gets_the_training_idf(tmp_path):
+    csv = write_texts_csv(tmp_path / "texts.csv")
+    cfg = compose(
+        "sentiment_lstm",
+        [f"datamodule.path={csv}", "task.network=bow", "debug=tiny", f"output_dir={tmp_path}"],
+    )
+    summary = run(cfg)
+    ckpt = torch.load(summary["best_checkpoint"], weights_only=True)
+    idf = ckpt["state_dict"]["model.idf"]
+    assert torch.allclose(idf, torch.tensor(ckpt["TextDataModule"]["idf"], dtype=idf.dtype))
+    assert idf.max() > 1.0
+
+
+# -- character language model ----------------------------------------------------------------
+def test_items_become_boundary_framed_inputs_and_targets(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_text("anna\nbob\n\nEve\nzoé\n" * 3, encoding="utf-8")
+    dm = CharItemsDataModule(path=str(path), val_fraction=0.2, test_fraction=0.2, seed=0)
+    dm.setup("fit")
+    vocab = dm.vocab
+    assert vocab[:3] == "\0\n\ufffd" and "E" not in vocab  # lower-cased
+    x, y = dm.train_data
+    item = dm.training_items[0]
+    ids = [vocab.index(c) for c in item]
+    assert x[0, : len(ids) + 1].tolist() == [1, *ids]
+    assert y[0, : len(ids) + 1].tolist() == [*ids, 1]
+    assert (y[0, len(ids) + 1 :] == -100).all() and (x[0, len(ids) + 1 :] == 0).all()
+    assert dm.data_facts() == {"vocab": vocab, "block_size": 5, "items": True}
+    assert dm.ids("q").tolist() == [2]  # a character the training split lacks
+
+
+def test_bigram_baseline_matches_a_hand_count(tmp_path):
+    path = tmp_path / "items.txt"
+    path.write_text("ab\nab\nab\nb\nab\nab\nb\nab\n", encoding="utf-8")
+    dm = CharItemsDataModule(path=str(path), val_fraction=0.25, test_fraction=0.0, smoothing=0.1)
+    dm.setup("fit")
+    x_train, y_train = dm.train_data
+    v = len(dm.vocab)
+    mask = y_train != -100
+    pairs = list(zip(x_train[mask].tolist(), y_train[mask].tolist()))
+    counts = np.full((v, v), 0.1)
+    for a, b in pairs:
+        counts[a, b] += 1
+    logp = np.log(counts / counts.sum(axis=1, keepdims=True))
+    x_val, y_val = dm.val_data
+    mask = y_val != -100
+    expected = -np.mean([logp[a, b] for a, b in zip(x_val[mask].tolist(), y_val[mask].tolist())])
+    assert dm.baselines["val"]["bigram_loss"] == pytest.approx(expected)
+    assert dm.baselines["val"]["bigram_loss"] < dm.baselines["val"]["unigram_loss"]
+
+
+def test_running_text_windows_are_contiguous_views(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_corpus(), encoding="utf-8")
+    dm = CharTextDataModule(path=str(path), block_size=16, batch_size=8)
+    dm.setup("fit")
+    n = len(dm.encoded)
+    val_start = n - round(0.1 * n) - round(0.1 * n)
+    starts = dm.train_data[0]
+    assert int(starts.max()) + 16 + 1 <= val_start  # no training target in validation
+    x, y = next(iter(dm.train_dataloader()))
+    (first,) = next(dm.train_dataloader()._slices())  # the same seeded epoch-0 order
+    assert x.shape == (8, 16)
+    for i, s in enumerate(first.tolist()):
+        assert torch.equal(x[i], dm.encoded[s : s + 16])
+        assert torch.equal(y[i], dm.encoded[s + 1 : s + 17])
+
+
+def test_transformer_is_causal():
+    net = CharTransformer(10, block_size=8, embedding_dim=16, num_heads=2, dropout=0.0).eval()
+    a = torch.tensor([[1, 3, 4, 5, 6, 7]])
+    b = a.clone()
+    b[0, 4:] = 9
+    assert torch.allclose(net(a)[:, :4], net(b)[:, :4], atol=1e-5)
+
+
+def test_sampling_is_seeded_respects_prefix_top_k_and_never_emits_specials():
+    vocab = "\0\n\ufffdabc"
+    lm = CharLanguageModel(vocab=vocab, block_size=6, hidden_size=16, embedding_dim=8)
+    first = lm.generate(12, seed=3, prefix="a")
+    assert first == lm.generate(12, seed=3, prefix="a")
+    assert all(s.startswith("a") and len(s) <= 1 + 6 for s in first)
+    assert not any(c in s for s in first for c in "\0\ufffd\n")
+    greedy = lm.generate(4, top_k=1, seed=1)
+    assert len(set(greedy)) == 1  # top-1 is deterministic whatever the seed
+    with pytest.raises(ConfigError, match="temperature must be > 0"):
+        lm.generate(1, temperature=0)
+    assert novel_share(["ann", "bob", ""], {"ann"}) == 0.5
+
+
+def test_names_run_writes_samples_and_generate_mode_samples_again(tmp_path):
+    summary = run(compose("names_lstm", ["debug=tiny", f"output_dir={tmp_path / 'train'}"]))
+    metrics, baseline = summary["metrics"], summary["baseline"]
+    assert {"test/loss", "test/perplexity", "test/acc", "test/novel_share"} <= set(metrics)
+    assert metrics["test/perplexity"] == pytest.approx(math.exp(metrics["test/loss"]), rel=1e-3)
+    assert {"baseline/bigram_loss", "baseline/unigram_loss"} <= set(baseline)
+    assert {"val/loss", "baseline/val_bigram_loss"} <= set(summary["fit_metrics"])
+    samples = (tmp_path / "train" / "samples.txt").read_text(encoding="utf-8").splitlines()
+    assert len(samples) == 20
+    cfg = compose(
+        "names_lstm",
+        [
+            "mode=generate",
+            f"ckpt_path={summary['best_checkpoint']}",
+            "sample.num_samples=7",
+            "sample.prefix=jo",
+            f"output_dir={tmp_path / 'gen'}",
+        ],
+    )
+    generated = run(cfg)
+    lines = (tmp_path / "gen" / "samples.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == generated["samples"] and len(lines) == 7
+    assert all(line.startswith("jo") for line in lines)
+    assert 0.0 <= generated["novel_share"] <= 1.0
+
+
+def test_generate_mode_needs_a_language_model(tmp_path):
+    summary = run(compose("iris_mlp", ["debug=tiny", f"output_dir={tmp_path / 'iris'}"]))
+    cfg = compose(
+        "iris_mlp",
+        ["mode=generate", f"ckpt_path={summary['best_checkpoint']}", f"output_dir={tmp_path}"],
+    )
+    with pytest.raises(ConfigError, match="does not generate samples"):
+        run(cfg)
+
+
+def test_text_classification_rejects_bow_with_word_vectors():
+    with pytest.raises(ConfigError, match="no embedding layer"):
+        TextClassification(network="bow", embeddings_path="glove.txt")
