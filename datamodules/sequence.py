@@ -344,8 +344,9 @@ class CurvesDataModule(SequenceDataModule):
     (``a ~ U(0.3, 1)``, ``f ~ U(0.5, 3)`` cycles per curve, ``phi ~ U(0, 2 pi)``) plus
     Gaussian noise (``noise``). A curve labelled 1 gets, at a uniform position, one
     anomaly of width ``U(width - 4, width + 4)`` steps, one of three kinds with equal
-    chance: a *burst* (added oscillation with a period of 2-4 steps, amplitude
-    1.2-1.6), a *noise* burst (extra noise, sd 1.2) or a *bump* (added Gaussian bump
+    chance: a *burst* (added oscillation with a period of 2.5-4 steps, a random phase and
+    an amplitude of 1.2-1.6; a period near 2 steps would alias to almost nothing when
+    sampled, giving anomalies no model can see), a *noise* burst (extra noise, sd 1.2) or a *bump* (added Gaussian bump
     of height +-2-3, sd width/5). Calibrated so that the three reference models land near the
     reference figures: an MLP on raw values near chance, one on the two roughness
     features near 0.82 (it cannot see bumps), the small Conv1D near 0.98. Labels are balanced
@@ -399,9 +400,11 @@ class CurvesDataModule(SequenceDataModule):
             start = int(rng.integers(0, steps - w))
             part = slice(start, start + w)
             kind = self.KINDS[int(rng.integers(len(self.KINDS)))]
-            if kind == "burst":
-                period = rng.uniform(2, 4)
-                x[i, part] += rng.uniform(1.2, 1.6) * np.sin(2 * np.pi * np.arange(w) / period)
+            if kind == "burst":  # periods >= 2.5 steps: at 2 a sampled sine can vanish
+                period = rng.uniform(2.5, 4)
+                shift = rng.uniform(0, 2 * np.pi)
+                wave = np.sin(2 * np.pi * np.arange(w) / period + shift)
+                x[i, part] += rng.uniform(1.2, 1.6) * wave
             elif kind == "noise":
                 x[i, part] += rng.normal(0.0, 1.2, w)
             else:

@@ -18,6 +18,23 @@ from tasks.base import BaseTask
 from tasks.errors import ConfigError
 from tasks.nets.sequence import build_sequence_net
 
+AUGMENT_KEYS = ("reverse", "negate", "noise")
+
+
+def augment_sequences(x: Tensor, reverse: bool, negate: bool, noise: float) -> Tensor:
+    """Per sequence of ``(N, channels, steps)``: time-reversed and/or negated with chance
+    1/2 each, plus Gaussian noise of standard deviation ``noise``."""
+    n = len(x)
+    if reverse:
+        flip = torch.rand(n, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None], x.flip(-1), x)
+    if negate:
+        sign = torch.where(torch.rand(n, device=x.device) < 0.5, -1.0, 1.0).to(x.dtype)
+        x = x * sign[:, None, None]
+    if noise:
+        x = x + noise * torch.randn_like(x)
+    return x
+
 
 class SequenceClassification(ClassificationOutputs, BaseTask):
     """Classify sequences ``(N, channels, steps)`` with a named network.
@@ -35,6 +52,10 @@ class SequenceClassification(ClassificationOutputs, BaseTask):
         network_options: Extra network arguments, e.g. ``{hidden_sizes: [64]}``.
         dropout: Dropout before the classifier.
         examples: Sequences per predicted class drawn in ``example_sequences.png``.
+        augment: Training-time changes that keep the label, per sequence and each with
+            chance 1/2: ``reverse`` (time reversal), ``negate`` (sign flip); and ``noise``
+            (Gaussian noise of that standard deviation, always). Only where the label does
+            not depend on direction or sign (true of the anomaly curves).
         **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
     """
 
@@ -50,8 +71,12 @@ class SequenceClassification(ClassificationOutputs, BaseTask):
         network_options: Mapping[str, Any] | None = None,
         dropout: float = 0.0,
         examples: int = 6,
+        augment: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        unknown = sorted(set(augment or {}) - set(AUGMENT_KEYS))
+        if unknown:
+            raise ConfigError(f"task.augment has unknown keys {unknown}; expected {AUGMENT_KEYS}")
         if num_classes < 2:
             raise ConfigError(f"classification needs at least 2 classes, got {num_classes}")
         super().__init__(**kwargs)
@@ -72,6 +97,21 @@ class SequenceClassification(ClassificationOutputs, BaseTask):
 
     def configure_loss(self) -> nn.Module:
         return nn.CrossEntropyLoss()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        augment = self.hparams.augment
+        if not augment or self._trainer is None or not self.trainer.training:
+            return batch
+        if not isinstance(batch, (tuple, list)):  # the model summary's example input
+            return batch
+        x, *rest = batch
+        x = augment_sequences(
+            x,
+            bool(augment.get("reverse")),
+            bool(augment.get("negate")),
+            float(augment.get("noise") or 0.0),
+        )
+        return (x, *rest)
 
     def configure_metrics(self) -> MetricCollection:
         return label_metrics(self.hparams.num_classes)

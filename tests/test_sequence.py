@@ -151,3 +151,26 @@ def test_channel_blocks_and_unknown_test_labels_are_named(tmp_path):
         dm.setup("fit")
     with pytest.raises(DataError, match="no label column 'kind'"):
         SequenceDataModule(path=_ucr(tmp_path, rows), layout="columns", target="kind").setup("fit")
+
+
+def test_sequence_augmentation_only_reverses_or_negates_during_training():
+    from tasks.sequence import SequenceClassification, augment_sequences
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 2, 10)
+    out = augment_sequences(x, reverse=True, negate=True, noise=0.0)
+    variants = [x, x.flip(-1), -x, -x.flip(-1)]
+    used = set()
+    for i in range(len(x)):
+        matches = [k for k, v in enumerate(variants) if torch.equal(out[i], v[i])]
+        assert matches, f"row {i} is not a reversed/negated copy"
+        used.add(matches[0])
+    assert used == {0, 1, 2, 3}
+    noisy = augment_sequences(x, reverse=False, negate=False, noise=0.5)
+    assert 0.4 < float((noisy - x).std()) < 0.6
+
+    task = SequenceClassification(in_channels=2, seq_len=10, augment={"negate": True})
+    batch = (x, torch.zeros(64, dtype=torch.long))
+    assert task.on_after_batch_transfer(batch, 0) is batch  # no trainer: evaluation untouched
+    with pytest.raises(ConfigError, match=r"unknown keys \['flip'\]"):
+        SequenceClassification(augment={"flip": True})
