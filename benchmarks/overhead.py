@@ -171,7 +171,7 @@ CASES = {
         "spam_reference",
         ["trainer.max_epochs={epochs}"],
         tuple_step,
-        notes="reference Dense(2)-Dense(1) net, 3,220 training rows, batch 128",
+        notes="reference Dense(2)-Dense(1) net, batch 128",
     ),
     "mnist_cnn": Case(
         "mnist_cnn",
@@ -186,7 +186,7 @@ CASES = {
         "curves_conv1d",
         ["trainer.max_epochs={epochs}"],
         tuple_step,
-        notes="reference Conv1D stack, 2,700 training curves, batch 32",
+        notes="reference Conv1D stack, batch 32",
     ),
     "lstm_forecaster": Case(
         "lstm_forecaster",
@@ -200,7 +200,7 @@ CASES = {
         ],
         forecast_step,
         forecast_data,
-        notes="reference LSTM(6) on 24-step windows, ~90,000 windows, batch 256",
+        notes="reference LSTM(6), 24-step windows, batch 256",
     ),
     "sentiment_lstm": Case(
         "sentiment_lstm",
@@ -208,14 +208,14 @@ CASES = {
         ["trainer.max_epochs={epochs}", "datamodule.max_length=50"],
         tuple_step,
         sentiment_data,
-        notes="reference Embedding(16)-LSTM(32), 17,500 reviews of 50 tokens, batch 128",
+        notes="reference Embedding(16)-LSTM(32), 50 tokens, 10k vocabulary, batch 128",
     ),
     "char_lstm": Case(
         "char_lstm",
         "names_lstm",
         ["trainer.max_epochs={epochs}"],
         lm_step,
-        notes="character LSTM(128) on 6,738 names, batch 64",
+        notes="character LSTM(128) on names, batch 64",
     ),
 }
 

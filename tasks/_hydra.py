@@ -8,7 +8,18 @@ from tasks import _registry
 
 PRIMARY_CONFIG_MODULE = "tasks.conf"
 #: Groups that sit in the primary defaults list, so ``+group=x`` and ``group=x`` mean the same.
-DEFAULT_GROUPS = ("task", "experiment", "debug", "trainer", "logger", "callbacks")
+DEFAULT_GROUPS = (
+    "task",
+    "experiment",
+    "debug",
+    "trainer",
+    "precision",
+    "compile",
+    "sweep",
+    "launcher",
+    "logger",
+    "callbacks",
+)
 #: Sections whose keys are constructor arguments: any key may be set without ``+``, and the
 #: runner checks it against the class's signature (with a better message than Hydra's).
 ARGUMENT_SECTIONS = ("task", "datamodule")

@@ -228,6 +228,25 @@ def _collate_predictions(batches: list[dict[str, torch.Tensor]]) -> dict[str, to
     return {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
 
 
+def _gather_in_input_order(outputs: dict[str, torch.Tensor], rows: int | None) -> dict[str, Any]:
+    """Every rank's predictions, back in input order.
+
+    Under DDP each rank predicts rows ``rank, rank + world, ...`` of the input, padded by
+    wrapping around to equal shares (``DistributedSampler`` and ``TensorLoader`` alike),
+    so stacking the shares and reading them column-wise restores the input order; the
+    wrapped padding rows at the end are dropped.
+    """
+    import torch.distributed as dist
+
+    shares: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, {k: v.detach().cpu() for k, v in outputs.items()})
+    merged = {}
+    for key in outputs:
+        stacked = torch.stack([share[key] for share in shares])  # (world, rows per rank, ...)
+        merged[key] = stacked.transpose(0, 1).reshape(-1, *stacked.shape[2:])[:rows]
+    return merged
+
+
 def execute(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> dict[str, Any]:
     """Run ``cfg`` (a composed config) and return the summary that is also saved as JSON."""
     with warnings.catch_warnings():
@@ -307,8 +326,12 @@ def _execute(cfg: DictConfig, datamodule: L.LightningDataModule | None) -> dict[
     else:
         batches = trainer.predict(task, datamodule=datamodule)
         summary["checkpoint"] = ckpt
+        outputs = _collate_predictions(batches)
+        if trainer.world_size > 1:
+            data = getattr(datamodule, "predict_data", None)
+            outputs = _gather_in_input_order(outputs, len(data[0]) if data else None)
         if trainer.is_global_zero:
-            frame = datamodule.predictions_frame(_collate_predictions(batches))
+            frame = datamodule.predictions_frame(outputs)
             path = output_dir / "predictions.csv"
             frame.to_csv(path, index_label="row")
             artifacts.append(path)

@@ -132,6 +132,7 @@ class SeriesAnomalyDetection(BaseTask):
         return score, datamodule.parts[split]["labels"]
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         if self.trainer.sanity_checking or not self._errors or self.trainer.datamodule is None:
             return
         score, labels = self._scores("val")

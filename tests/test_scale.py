@@ -1,0 +1,87 @@
+"""Scaling by config: precision, compile, FSDP and launcher presets; sweeps and their table."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from conftest import run_cli
+
+from tasks.api import compose, run
+
+
+def test_precision_compile_and_strategy_presets_compose():
+    cfg = compose("iris_mlp", ["trainer=ddp_cpu", "precision=bf16", "compile=on"])
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.strategy == "ddp"
+    assert cfg.callbacks.compile._target_ == "tasks.callbacks.CompileModel"
+    assert compose("iris_mlp", ["+precision=fp16"]).trainer.precision == "16-mixed"
+    fsdp = compose("iris_mlp", ["trainer=fsdp"]).trainer
+    assert (fsdp.strategy, fsdp.accelerator, fsdp.precision) == ("fsdp", "gpu", "bf16-mixed")
+    accumulate = compose("iris_mlp", ["trainer.accumulate_grad_batches=4"])
+    assert accumulate.trainer.accumulate_grad_batches == 4
+
+
+def test_compile_preset_compiles_the_network_in_place(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: calls.append((self, kw)))
+    summary = run(compose("iris_mlp", ["compile=on", "debug=tiny", f"output_dir={tmp_path}"]))
+    assert len(calls) == 1
+    network, options = calls[0]
+    assert type(network).__name__ == "TabularNet"
+    assert options == {"mode": "default", "dynamic": None, "fullgraph": False}
+    state = torch.load(summary["best_checkpoint"], weights_only=True)["state_dict"]
+    assert not any("_orig_mod" in key for key in state)  # loads into an uncompiled task
+
+
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [
+        ("local", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+        ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ],
+)
+def test_launcher_presets_compose(launcher, target):
+    result = run_cli(
+        "+task=iris_mlp", f"launcher={launcher}", "--cfg", "hydra", "-p", "hydra.launcher"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"_target_: {target}" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    result = run_cli(
+        "-m",
+        "+task=iris_mlp",
+        "debug=tiny",
+        "task.lr=0.01,-1,0.05",
+        f"hydra.sweep.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0  # Hydra reports the failed job at the end
+    table = pd.read_csv(tmp_path / "sweep_results.csv")
+    assert table.job.tolist() == [0, 1, 2]
+    assert table.status.tolist() == ["completed", "failed", "completed"]
+    assert "task.lr must be positive" in table.error[1]
+    assert table["task.lr"].tolist() == [0.01, -1, 0.05]
+    assert table["test/acc"].notna().tolist() == [True, False, True]
+    assert all((tmp_path / str(job) / "summary.json").is_file() for job in (0, 2))
+
+
+@pytest.mark.slow
+def test_optuna_sweep_optimises_the_monitored_score(tmp_path):
+    result = run_cli(
+        "-m",
+        "+task=iris_mlp",
+        "debug=tiny",
+        "sweep=optuna",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "sweep_results.csv")
+    assert len(table) == 2 and (table.status == "completed").all()
+    assert table["task.lr"].between(1e-4, 1e-1).all()
+    best = (tmp_path / "optimization_results.yaml").read_text()
+    assert f"best_value: {table['best val/loss'].min()}" in best
