@@ -24,8 +24,9 @@ class DataWarning(UserWarning):
     """Something in the data looks wrong (a leak, a useless column) but training can go on."""
 
 
-def read_table(path: str | Path, option: str = "datamodule.path") -> pd.DataFrame:
-    """Read a CSV, TSV or Parquet file (optionally compressed) with clear errors."""
+def read_table(path: str | Path, option: str = "datamodule.path", **csv: Any) -> pd.DataFrame:
+    """Read a CSV, TSV or Parquet file (optionally compressed) with clear errors;
+    ``csv`` are extra ``pandas.read_csv`` options (e.g. ``encoding_errors``)."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"{option}: no such file {str(file)!r} (resolved to {file.resolve()})")
@@ -40,14 +41,14 @@ def read_table(path: str | Path, option: str = "datamodule.path") -> pd.DataFram
                 ) from exc
         else:
             sep = "\t" if ".tsv" in suffixes or ".tab" in suffixes else ","
-            header = pd.read_csv(file, sep=sep, header=None, nrows=1).iloc[0].tolist()
+            header = pd.read_csv(file, sep=sep, header=None, nrows=1, **csv).iloc[0].tolist()
             duplicated = sorted({str(c) for c in header if header.count(c) > 1})
             if duplicated:
                 raise DataError(
                     f"{option}: {str(file)!r} has duplicate column names {duplicated}; "
                     "rename them so that every column is unique"
                 )
-            frame = pd.read_csv(file, sep=sep)
+            frame = pd.read_csv(file, sep=sep, **csv)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{option}: {str(file)!r} is empty") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:

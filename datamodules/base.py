@@ -229,6 +229,14 @@ class BaseDataModule(L.LightningDataModule):
         """Fill ``predict_data`` from ``predict_path`` with the fitted state."""
         raise ConfigError(f"{type(self).__name__} does not predict new data")
 
+    def check_predict_ready(self, needs_path: bool = True) -> None:
+        """Predicting needs ``predict_path`` (unless the data has a default) and the
+        preprocessing restored from a checkpoint, never refitted on the new data."""
+        if needs_path and self.hparams.get("predict_path") is None:
+            raise ConfigError("predicting needs datamodule.predict_path=FILE")
+        if not self.fitted_state:
+            raise DataError("restore the datamodule from a checkpoint (ckpt_path=...) first")
+
     # -- what subclasses provide ---------------------------------------------------------
     def data_facts(self) -> dict[str, Any]:
         """Facts learnt from the data that the task needs (e.g. ``num_features``)."""

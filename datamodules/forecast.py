@@ -549,8 +549,7 @@ class ForecastDataModule(BaseDataModule):
 
     def setup_predict(self) -> None:
         hp = self.hparams
-        if not self.fitted_state:
-            raise DataError("restore the datamodule from a checkpoint (ckpt_path=...) first")
+        self.check_predict_ready(needs_path=False)  # default: forecast the training file
         data = self._read(hp.predict_path)
         where = "datamodule.predict_path" if hp.predict_path else "the training data"
         self._check_columns(data, where)

@@ -346,12 +346,13 @@ class CurvesDataModule(SequenceDataModule):
     anomaly of width ``U(width - 4, width + 4)`` steps, one of three kinds with equal
     chance: a *burst* (added oscillation with a period of 2.5-4 steps, a random phase and
     an amplitude of 1.2-1.6; a period near 2 steps would alias to almost nothing when
-    sampled, giving anomalies no model can see), a *noise* burst (extra noise, sd 1.2) or a *bump* (added Gaussian bump
-    of height +-2-3, sd width/5). Calibrated so that the three reference models land near the
-    reference figures: an MLP on raw values near chance, one on the two roughness
-    features near 0.82 (it cannot see bumps), the small Conv1D near 0.98. Labels are balanced
-    (``anomaly_fraction``) and everything is drawn from ``generator_seed``, so every run
-    and every process sees the same 4,000 curves; the split uses ``seed``.
+    sampled, giving anomalies no model can see), a *noise* burst (extra noise, sd 1.2)
+    or a *bump* (added Gaussian bump of height +-2-3, sd width/5). Calibrated so that the
+    three reference models keep the reference ordering: an MLP on raw values far below
+    the others (0.68), one on the two roughness features near 0.82 (it cannot see
+    bumps), the small Conv1D near 0.99. Labels are balanced (``anomaly_fraction``) and
+    everything is drawn from ``generator_seed``, so every run and every process sees the
+    same 4,000 curves; the split uses ``seed``.
 
     Args:
         curves: Number of curves.

@@ -233,10 +233,7 @@ class SeriesDataModule(BaseDataModule):
 
     def setup_predict(self) -> None:
         hp = self.hparams
-        if hp.predict_path is None:
-            raise ConfigError("predicting needs datamodule.predict_path=FILE")
-        if not self.fitted_state:
-            raise DataError("restore the datamodule from a checkpoint (ckpt_path=...) first")
+        self.check_predict_ready()
         data = self._frame(hp.predict_path, "datamodule.predict_path")
         if data["columns"] != self.fitted_state["columns"]:
             raise DataError(

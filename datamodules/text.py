@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from datamodules._table_prep import check_frame
+from datamodules._table_prep import check_frame, read_table
 from datamodules.base import BaseDataModule, TensorLoader, class_predictions, split_indices
 from tasks.errors import ConfigError, DataError, did_you_mean
 
@@ -25,30 +25,15 @@ REPLACEMENT = "\ufffd"
 def read_texts(path: str | Path, option: str, encoding: str = "utf-8") -> pd.DataFrame:
     """A CSV/TSV/Parquet table read as text; bytes that are not valid in ``encoding`` become
     U+FFFD (counted by the caller), never a crash halfway through a file."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise DataError(f"{option}: no such file {str(file)!r} (resolved to {file.resolve()})")
-    suffixes = [s.lower() for s in file.suffixes]
-    try:
-        if ".parquet" in suffixes or ".pq" in suffixes:
-            frame = pd.read_parquet(file)
-        else:
-            sep = "\t" if ".tsv" in suffixes or ".tab" in suffixes else ","
-            frame = pd.read_csv(
-                file,
-                sep=sep,
-                encoding=encoding,
-                encoding_errors="replace",
-                dtype=str,
-                keep_default_na=False,
-                na_values=[""],
-            )
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{option}: {str(file)!r} is empty") from exc
-    except (pd.errors.ParserError, ImportError) as exc:
-        raise DataError(f"{option}: {str(file)!r} is not a readable table: {exc}") from exc
-    check_frame(frame, f"{option} {str(file)!r}")
-    return frame
+    return read_table(
+        path,
+        option,
+        encoding=encoding,
+        encoding_errors="replace",
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+    )
 
 
 def read_folder(root: Path, option: str, encoding: str = "utf-8") -> pd.DataFrame:
@@ -389,10 +374,7 @@ class TextDataModule(BaseDataModule):
 
     def setup_predict(self) -> None:
         hp = self.hparams
-        if hp.predict_path is None:
-            raise ConfigError("predicting needs datamodule.predict_path=FILE")
-        if not self.fitted_state:
-            raise DataError("restore the datamodule from a checkpoint (ckpt_path=...) first")
+        self.check_predict_ready()
         source = Path(hp.predict_path).expanduser()
         if source.is_dir():
             files = sorted(source.glob("*.txt"))

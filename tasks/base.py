@@ -125,6 +125,16 @@ class BaseTask(L.LightningModule):
         """Write task-specific test artefacts (plots, tables) after testing; rank zero only."""
         return []
 
+    def augmentable(self, batch: Any) -> bool:
+        """Whether ``batch`` is a training batch ``(inputs, ...)`` that this task's
+        ``augment`` hyperparameter asks to change (never validation, test or predict)."""
+        return bool(
+            self.hparams.get("augment")
+            and self._trainer is not None
+            and self.trainer.training
+            and isinstance(batch, (tuple, list))  # not the model summary's example input
+        )
+
     # -- the one shared step -------------------------------------------------------------
     def forward(self, *inputs: Tensor) -> Tensor:
         return self.model(*inputs)

@@ -174,11 +174,9 @@ class ImageClassification(ClassificationOutputs, BaseTask):
 
     # -- augmentation on the device ------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not self.augmentable(batch):
+            return batch
         augment = self.hparams.augment
-        if not augment or self._trainer is None or not self.trainer.training:
-            return batch
-        if not isinstance(batch, (tuple, list)):  # the model summary's example input
-            return batch
         images, *rest = batch
         if augment.get("crop_padding"):
             images = random_crop(images, int(augment["crop_padding"]))

@@ -99,11 +99,9 @@ class SequenceClassification(ClassificationOutputs, BaseTask):
         return nn.CrossEntropyLoss()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not self.augmentable(batch):
+            return batch
         augment = self.hparams.augment
-        if not augment or self._trainer is None or not self.trainer.training:
-            return batch
-        if not isinstance(batch, (tuple, list)):  # the model summary's example input
-            return batch
         x, *rest = batch
         x = augment_sequences(
             x,

@@ -221,20 +221,15 @@ def test_residual_and_log_units():
 # -- end to end ------------------------------------------------------------------------------
 def test_multi_step_run_reports_original_units_and_baselines(tmp_path):
     csv = write_demand_csv(tmp_path / "demand.csv", steps=24 * 7 * 4)
-    cfg = compose(
-        "forecast_csv",
-        [
-            f"datamodule.path={csv}",
-            "datamodule.target=demand",
-            "datamodule.covariates=[temperature]",
-            "datamodule.horizon=3",
-            "task.network=gru",
-            "trainer.max_epochs=2",
-            "trainer.enable_progress_bar=false",
-            f"output_dir={tmp_path / 'run'}",
-        ],
-    )
-    summary = run(cfg)
+    setup = [
+        f"datamodule.path={csv}",
+        "datamodule.target=demand",
+        "datamodule.covariates=[temperature]",
+        "datamodule.horizon=3",
+        "task.network=gru",
+    ]
+    train = ["trainer.max_epochs=2", "trainer.enable_progress_bar=false"]
+    summary = run(compose("forecast_csv", [*setup, *train, f"output_dir={tmp_path / 'run'}"]))
     metrics, baseline = summary["metrics"], summary["baseline"]
     table = pd.read_csv(tmp_path / "run" / "test_forecasts.csv")
     assert set(table.step) == {1, 2, 3}
@@ -254,20 +249,12 @@ def test_multi_step_run_reports_original_units_and_baselines(tmp_path):
 
     # forecast beyond the end of the file, from the checkpoint
     ckpt = summary["best_checkpoint"]
-    predict = compose(
-        "forecast_csv",
-        [
-            f"datamodule.path={csv}",
-            "datamodule.target=demand",
-            "datamodule.covariates=[temperature]",
-            "datamodule.horizon=3",
-            "task.network=gru",
-            "mode=predict",
-            f"ckpt_path={ckpt}",
-            f"output_dir={tmp_path / 'predict'}",
-        ],
+    run(
+        compose(
+            "forecast_csv",
+            [*setup, "mode=predict", f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'predict'}"],
+        )
     )
-    run(predict)
     future = pd.read_csv(tmp_path / "predict" / "predictions.csv")
     assert future.time.tolist() == [
         "2024-01-29 00:00:00",

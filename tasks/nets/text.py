@@ -14,7 +14,35 @@ from tasks.errors import ConfigError, did_you_mean
 from tasks.nets.mlp import MLP
 
 
-class EmbeddingLSTM(nn.Module):
+class _EmbeddingRNN(nn.Module):
+    """Token embeddings (id 0 is padding) -> LSTM or GRU -> dropout and a linear head."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        outputs: int,
+        cell: type[nn.LSTM] | type[nn.GRU],
+        embedding_dim: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+        bidirectional: bool = False,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.rnn = cell(
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        width = hidden_size * (2 if bidirectional else 1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, outputs))
+
+
+class EmbeddingLSTM(_EmbeddingRNN):
     """The reference: Embedding(16) -> LSTM(32) -> dense, read at each text's last token
     (not at the padding after it)."""
 
@@ -27,16 +55,9 @@ class EmbeddingLSTM(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
-        self.rnn = nn.LSTM(
-            embedding_dim,
-            hidden_size,
-            num_layers,
-            batch_first=True,
-            dropout=dropout if num_layers > 1 else 0.0,
+        super().__init__(
+            vocab_size, num_classes, nn.LSTM, embedding_dim, hidden_size, num_layers, dropout
         )
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         out, _ = self.rnn(self.embedding(ids))
@@ -44,7 +65,7 @@ class EmbeddingLSTM(nn.Module):
         return self.head(out[torch.arange(len(ids), device=out.device), last])
 
 
-class BiGRU(nn.Module):
+class BiGRU(_EmbeddingRNN):
     """Bidirectional GRU over packed sequences (padding is never read); the final forward
     and backward states, concatenated, feed the classifier."""
 
@@ -57,17 +78,9 @@ class BiGRU(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
-        self.rnn = nn.GRU(
-            embedding_dim,
-            hidden_size,
-            num_layers,
-            batch_first=True,
-            bidirectional=True,
-            dropout=dropout if num_layers > 1 else 0.0,
+        super().__init__(
+            vocab_size, num_classes, nn.GRU, embedding_dim, hidden_size, num_layers, dropout, True
         )
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden_size, num_classes))
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         packed = pack_padded_sequence(
@@ -118,7 +131,7 @@ def build_text_net(name: str, vocab_size: int, num_classes: int, **options: Any)
 
 
 # -- character language models --------------------------------------------------------------
-class CharLSTM(nn.Module):
+class CharLSTM(_EmbeddingRNN):
     """The reference character model: Embedding -> LSTM -> dense over the vocabulary, at
     every position (the reference reads 3 characters; this one reads up to block_size)."""
 
@@ -131,16 +144,9 @@ class CharLSTM(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        self.rnn = nn.LSTM(
-            embedding_dim,
-            hidden_size,
-            num_layers,
-            batch_first=True,
-            dropout=dropout if num_layers > 1 else 0.0,
+        super().__init__(
+            vocab_size, vocab_size, nn.LSTM, embedding_dim, hidden_size, num_layers, dropout
         )
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, vocab_size))
 
     def forward(self, idx: Tensor) -> Tensor:
         out, _ = self.rnn(self.embedding(idx))
