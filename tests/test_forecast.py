@@ -293,3 +293,28 @@ def test_predict_rejects_a_file_with_other_columns(tmp_path):
     restored.load_state_dict(dm.state_dict())
     with pytest.raises(DataError, match=r"no column 'demand'"):
         restored.setup("predict")
+
+
+def test_several_targets_are_forecast_together(tmp_path):
+    csv = write_demand_csv(tmp_path / "demand.csv")
+    setup = [
+        f"datamodule.path={csv}",
+        "datamodule.target=[demand,temperature]",
+        "datamodule.horizon=2",
+        "task.network=mlp",
+    ]
+    summary = run(compose("forecast_csv", [*setup, "debug=tiny", f"output_dir={tmp_path / 'r'}"]))
+    table = pd.read_csv(tmp_path / "r" / "test_forecasts.csv")
+    assert set(table.target) == {"demand", "temperature"} and set(table.step) == {1, 2}
+    # R^2 is the mean of the two targets' R^2, each in its own units
+    r2 = []
+    for _, part in table.groupby("target"):
+        ss_res = ((part.forecast - part.truth) ** 2).sum()
+        r2.append(1 - ss_res / ((part.truth - part.truth.mean()) ** 2).sum())
+    assert summary["metrics"]["test/r2"] == pytest.approx(np.mean(r2), abs=1e-3)
+    ckpt = summary["best_checkpoint"]
+    predict = [*setup, "mode=predict", f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'p'}"]
+    run(compose("forecast_csv", predict))
+    future = pd.read_csv(tmp_path / "p" / "predictions.csv")
+    assert list(future.columns) == ["row", "time", "step", "demand", "temperature"]
+    assert len(future) == 2
