@@ -8,7 +8,9 @@ machine drift:
     bar, CSV logger, checkpoints, early stopping, model summary), timed per epoch by a
     callback (an epoch includes its validation pass);
 (b) a hand-written loop over tensors in memory with a fresh ``randperm`` per epoch and
-    one validation pass per epoch (loss only).
+    one validation pass per epoch (loss only);
+(c) with ``--keras``: the same reference network written in Keras 3 on the torch backend,
+    ``model.fit`` on the same arrays (``pip install "lightning-tasks[bench]"``).
 
 Printed per case: median epoch time of each (first epoch of every round dropped),
 library/loop ratio, training samples per second and the peak resident memory growth of
@@ -17,7 +19,7 @@ training step, and the time of the listing command (which must not import torch)
 
     python benchmarks/overhead.py                 # every case, 3 rounds
     python benchmarks/overhead.py --cases spam_mlp curves_conv1d --rounds 2 --epochs 3
-    python benchmarks/overhead.py --markdown benchmarks/results_cpu.md
+    python benchmarks/overhead.py --keras            # also Keras 3 (torch backend)
 
 ``--scale`` multiplies the row counts (0.25 for a quick look). Nothing is downloaded:
 MNIST-shaped images, forecasting and sentiment data are generated with the reference
@@ -296,7 +298,128 @@ def run_library(case: Case, overrides: list[str], out: Path) -> tuple[list[float
     return list(timer.times), memory.growth_mb, rows // max(len(timer.times), 1)
 
 
-def bench_case(case: Case, rounds: int, epochs: int, scale: float, work: Path) -> dict[str, Any]:
+# -- optional: Keras 3 on the torch backend, on the same arrays ------------------------------
+def keras_arrays(case: Case, batch: Any) -> tuple[Any, Any, Any]:
+    """(inputs, targets, sample weights) as numpy, channels last, from library tensors."""
+    if case.name == "spam_mlp":
+        x, _, y = batch
+        return x.numpy(), y.float().numpy(), None
+    if case.name == "mnist_cnn":
+        x, y = batch
+        return x.permute(0, 2, 3, 1).float().div(255).numpy(), y.numpy(), None
+    if case.name == "curves_conv1d":
+        x, y = batch
+        return x.transpose(1, 2).numpy(), y.float().numpy(), None
+    if case.name == "lstm_forecaster":
+        return batch["x"].numpy(), batch["y"].reshape(len(batch["y"]), -1).numpy(), None
+    if case.name == "sentiment_lstm":
+        ids, _, y = batch
+        return ids.numpy(), y.float().numpy(), None
+    x, y = batch  # char_lstm: targets -100 where there is none -> weight 0
+    weight = (y != -100).float()
+    return x.numpy(), y.clamp(min=0).numpy(), weight.numpy()
+
+
+def keras_model(case: Case, task: Any, cfg: Any) -> Any:
+    """The reference network of the case written in Keras, compiled like the preset."""
+    import keras
+    from keras import layers
+
+    hp = task.hparams
+    if case.name == "spam_mlp":
+        net = [
+            keras.Input((hp.num_features,)),
+            layers.Dense(2, "relu", kernel_regularizer=keras.regularizers.l2(0.1)),
+            layers.Dense(1, "sigmoid"),
+        ]
+        loss, optimizer = "binary_crossentropy", keras.optimizers.RMSprop(hp.lr)
+    elif case.name == "mnist_cnn":
+        net = [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(64, "relu"),
+            layers.Dense(10),
+        ]
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        optimizer = keras.optimizers.RMSprop(hp.lr)
+    elif case.name == "curves_conv1d":
+        net = [
+            keras.Input((hp.seq_len, 1)),
+            layers.Conv1D(16, 3),
+            layers.Conv1D(16, 3),
+            layers.MaxPooling1D(2),
+            layers.ReLU(),
+            layers.Conv1D(16, 3),
+            layers.MaxPooling1D(2),
+            layers.ReLU(),
+            layers.Flatten(),
+            layers.Dense(10, "relu"),
+            layers.Dense(1, "sigmoid"),
+        ]
+        loss, optimizer = "binary_crossentropy", keras.optimizers.Adam(hp.lr)
+    elif case.name == "lstm_forecaster":
+        net = [keras.Input((hp.lookback, hp.num_inputs)), layers.LSTM(6), layers.Dense(1)]
+        loss, optimizer = "mse", keras.optimizers.Adam(hp.lr)
+    elif case.name == "sentiment_lstm":
+        net = [
+            keras.Input((int(cfg.datamodule.max_length),)),
+            layers.Embedding(hp.num_tokens, 16),
+            layers.LSTM(32),
+            layers.Dense(1, "sigmoid"),
+        ]
+        loss, optimizer = "binary_crossentropy", keras.optimizers.Adam(hp.lr)
+    else:
+        v = len(hp.vocab)
+        net = [
+            keras.Input((None,)),
+            layers.Embedding(v, hp.embedding_dim),
+            layers.LSTM(hp.hidden_size, return_sequences=True),
+            layers.Dense(v),
+        ]
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        optimizer = keras.optimizers.Adam(hp.lr)
+    model = keras.Sequential(net)
+    model.compile(optimizer=optimizer, loss=loss)
+    return model
+
+
+def run_keras(case: Case, overrides: list[str], epochs: int) -> tuple[list[float], float]:
+    import keras
+
+    cfg, datamodule, task = build(case, overrides)
+    x, y, w = keras_arrays(case, materialise(datamodule.train_dataloader()))
+    xv, yv, wv = keras_arrays(case, materialise(datamodule.val_dataloader()))
+    model = keras_model(case, task, cfg)
+    times: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            times.append(time.perf_counter() - self.start)
+
+    batch = int(cfg.datamodule.batch_size)
+    with PeakRSS() as memory:
+        model.fit(
+            x,
+            y,
+            sample_weight=w,
+            batch_size=batch,
+            epochs=epochs,
+            validation_data=(xv, yv) if wv is None else (xv, yv, wv),
+            validation_batch_size=int(cfg.datamodule.get("eval_batch_size") or batch),
+            callbacks=[Timer()],
+            verbose=2,
+        )
+    return times, memory.growth_mb
+
+
+def bench_case(
+    case: Case, rounds: int, epochs: int, scale: float, work: Path, keras: bool = False
+) -> dict[str, Any]:
     folder = work / case.name
     folder.mkdir(parents=True, exist_ok=True)
     overrides = [o.format(epochs=epochs) for o in case.overrides] + case.make_data(folder, scale)
@@ -304,6 +427,8 @@ def bench_case(case: Case, rounds: int, epochs: int, scale: float, work: Path) -
     lib_times: list[float] = []
     loop_times: list[float] = []
     lib_mem, loop_mem, n = [], [], 0
+    keras_times: list[float] = []
+    keras_mem: list[float] = []
     for r in range(rounds):
         times, mb, _ = run_library(case, overrides, folder / f"run{r}")
         lib_times += times[1:]
@@ -311,8 +436,20 @@ def bench_case(case: Case, rounds: int, epochs: int, scale: float, work: Path) -
         times, mb, n = run_loop(case, overrides, epochs)
         loop_times += times[1:]
         loop_mem.append(mb)
+        if keras:
+            times, mb = run_keras(case, overrides, epochs)
+            keras_times += times[1:]
+            keras_mem.append(mb)
     lib, loop = statistics.median(lib_times), statistics.median(loop_times)
+    extra = {}
+    if keras:
+        extra = {
+            "keras_s": statistics.median(keras_times),
+            "keras_ratio": statistics.median(keras_times) / loop,
+            "keras_peak_mb": max(keras_mem),
+        }
     return {
+        **extra,
         "case": case.name,
         "notes": case.notes,
         "train_rows": n,
@@ -393,20 +530,23 @@ def startup_times(work: Path) -> dict[str, float]:
 def markdown(
     rows: list[dict[str, Any]], startup: dict[str, Any] | None, meta: dict[str, Any]
 ) -> str:
+    keras_head = " keras s/epoch | keras / loop |" if any("keras_ratio" in r for r in rows) else ""
     lines = [
         f"Machine: {meta['cpus']} CPU cores, torch {meta['torch']} ({meta['threads']} threads), "
         f"lightning {meta['lightning']}, Python {meta['python']}; {meta['when']}.",
         f"Command: `{meta['command']}`",
         "",
         "| case | train rows | library s/epoch | loop s/epoch | library / loop | rows/s library | "
-        "rows/s loop | peak MB library | peak MB loop |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "rows/s loop | peak MB library | peak MB loop |" + keras_head,
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * keras_head.count("|"),
     ]
     for r in rows:
+        keras = f" {r['keras_s']:.3f} | **{r['keras_ratio']:.2f}** |" if "keras_ratio" in r else ""
         lines.append(
             f"| {r['case']} ({r['notes']}) | {r['train_rows']:,} | {r['library_s']:.3f} | "
             f"{r['loop_s']:.3f} | **{r['ratio']:.2f}** | {r['library_rows_per_s']:,.0f} | "
             f"{r['loop_rows_per_s']:,.0f} | {r['library_peak_mb']:.0f} | {r['loop_peak_mb']:.0f} |"
+            + keras
         )
     if startup:
         lines += [
@@ -430,10 +570,17 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
+    parser.add_argument(
+        "--keras",
+        action="store_true",
+        help="also time Keras 3 (torch backend) on the same arrays: pip install keras",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--json", type=Path, help="also write the raw figures as JSON")
     args = parser.parse_args(argv)
 
+    if args.keras:  # before keras is first imported
+        os.environ["KERAS_BACKEND"] = "torch"
     import lightning
     import torch
 
@@ -452,13 +599,14 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in args.cases:
-            row = bench_case(CASES[name], args.rounds, args.epochs, args.scale, work)
+            row = bench_case(CASES[name], args.rounds, args.epochs, args.scale, work, args.keras)
             rows.append(row)
             print(
                 f"{name:16s} library {row['library_s']:.3f} s  loop {row['loop_s']:.3f} s  "
                 f"ratio {row['ratio']:.2f}  ({row['library_rows_per_s']:,.0f} vs "
                 f"{row['loop_rows_per_s']:,.0f} rows/s; peak +{row['library_peak_mb']:.0f} / "
-                f"+{row['loop_peak_mb']:.0f} MB)",
+                f"+{row['loop_peak_mb']:.0f} MB)"
+                + (f"  keras ratio {row['keras_ratio']:.2f}" if "keras_ratio" in row else ""),
                 flush=True,
             )
         startup = None if args.no_startup else startup_times(work)

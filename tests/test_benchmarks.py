@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 
+import pytest
 from conftest import ROOT
 
 
@@ -46,3 +47,31 @@ def test_overhead_benchmark_compares_library_and_loop_on_the_same_network(tmp_pa
         assert row["ratio"] == row["library_s"] / row["loop_s"]
     table = (tmp_path / "table.md").read_text()
     assert "| spam_mlp (" in table and "library / loop" in table
+
+
+def test_keras_comparison_runs_on_the_same_arrays(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")  # before keras is first imported
+    pytest.importorskip("keras")
+    overhead = load_overhead()
+    out = tmp_path / "figures.json"
+    overhead.main(
+        [
+            "--cases",
+            "curves_conv1d",
+            "--rounds",
+            "1",
+            "--epochs",
+            "2",
+            "--scale",
+            "0.1",
+            "--no-startup",
+            "--keras",
+            "--json",
+            str(out),
+            "--markdown",
+            str(tmp_path / "t.md"),
+        ]
+    )
+    (row,) = json.loads(out.read_text())["cases"]
+    assert row["keras_s"] > 0 and row["keras_ratio"] == row["keras_s"] / row["loop_s"]
+    assert "keras / loop" in (tmp_path / "t.md").read_text()
