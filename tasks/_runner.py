@@ -319,7 +319,7 @@ def _execute(cfg: DictConfig, datamodule: L.LightningDataModule | None) -> dict[
         summary.update(report)
         if trainer.is_global_zero:
             path = output_dir / "samples.txt"
-            path.write_text("\n".join(report["samples"]) + "\n", encoding="utf-8")
+            path.write_text(task.format_samples(report["samples"]), encoding="utf-8")
             artifacts.append(path)
             for sample in report["samples"]:
                 print(sample)

@@ -200,6 +200,8 @@ class TextClassification(ClassificationOutputs, BaseTask):
         return [*paths, path]
 
 
+#: Line between running-text samples in ``samples.txt``.
+SAMPLE_SEPARATOR = "-" * 40
 #: Samples drawn after testing to measure the share of novel items.
 NOVELTY_SAMPLES = 500
 
@@ -349,8 +351,14 @@ class CharLanguageModel(BaseTask):
         if not self.samples_out:
             return []
         path = output_dir / "samples.txt"
-        path.write_text("\n".join(self.samples_out) + "\n", encoding="utf-8")
+        path.write_text(self.format_samples(self.samples_out), encoding="utf-8")
         return [path]
+
+    def format_samples(self, samples: Sequence[str]) -> str:
+        """``samples.txt``: items one per line; running text (which has newlines of its
+        own) with a line of dashes between samples."""
+        separator = "\n" if self.hparams.items else f"\n{SAMPLE_SEPARATOR}\n"
+        return separator.join(samples) + "\n"
 
     # -- sampling --------------------------------------------------------------------------
     def generate_report(self, datamodule: Any, seed: int = 0, **options: Any) -> dict[str, Any]:

@@ -347,3 +347,18 @@ def test_generate_mode_needs_a_language_model(tmp_path):
 def test_text_classification_rejects_bow_with_word_vectors():
     with pytest.raises(ConfigError, match="no embedding layer"):
         TextClassification(network="bow", embeddings_path="glove.txt")
+
+
+def test_running_text_samples_are_separated_in_the_file(tmp_path):
+    from tasks.text import SAMPLE_SEPARATOR
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_corpus(), encoding="utf-8")
+    overrides = [f"datamodule.path={corpus}", "datamodule.block_size=32", "debug=tiny"]
+    summary = run(compose("text_char_lm", [*overrides, f"output_dir={tmp_path / 't'}"]))
+    text = (tmp_path / "t" / "samples.txt").read_text(encoding="utf-8")
+    assert text.count(SAMPLE_SEPARATOR) == 2  # task.samples=3
+    assert {"baseline/bigram_loss", "test/perplexity"} <= {
+        *summary["baseline"],
+        *summary["metrics"],
+    }
