@@ -89,7 +89,7 @@ class CharDataModule(BaseDataModule):
             self.baselines[split] = report
 
     def data_facts(self) -> dict[str, Any]:
-        return {"vocab": self.vocab, "block_size": self.block_size, "items": self.items}
+        return {"vocab": self.vocab, "block_size": self.block_size, "item_list": self.item_list}
 
 
 class CharItemsDataModule(CharDataModule):
@@ -110,7 +110,7 @@ class CharItemsDataModule(CharDataModule):
             settings.
     """
 
-    items = True
+    item_list = True
 
     def __init__(
         self,
@@ -203,7 +203,7 @@ class CharTextDataModule(CharDataModule):
             settings.
     """
 
-    items = False
+    item_list = False
 
     def __init__(
         self,

@@ -224,8 +224,8 @@ class CharLanguageModel(BaseTask):
     Args:
         vocab: The characters by id (set from the datamodule).
         block_size: Longest context (set from the datamodule).
-        items: Whether the data are items such as names (set from the datamodule): then
-            generation starts at a boundary and stops at the next one.
+        item_list: Whether the data is a list of items such as names (set from the
+            datamodule): then generation starts at a boundary and stops at the next one.
         network: ``lstm`` (the reference) or ``transformer`` (small causal Transformer).
         embedding_dim: Character embedding width.
         hidden_size: LSTM units, or the Transformer's feed-forward width (default 4x).
@@ -244,7 +244,7 @@ class CharLanguageModel(BaseTask):
         self,
         vocab: str = "\0\n\ufffdab",
         block_size: int = 32,
-        items: bool = True,
+        item_list: bool = True,
         network: str = "lstm",
         embedding_dim: int = 32,
         hidden_size: int = 128,
@@ -335,7 +335,7 @@ class CharLanguageModel(BaseTask):
         training = getattr(datamodule, "training_items", None) if datamodule else None
         shown = ", ".join(repr(s) for s in self.samples_out[:8])
         self.notes = [f"samples at temperature {hp.temperature:g}: {shown}"]
-        if hp.items and training is not None:  # measured on a larger draw than is shown
+        if hp.item_list and training is not None:  # measured on a larger draw than is shown
             draw = self.generate(NOVELTY_SAMPLES, temperature=hp.temperature, seed=1)
             novel = novel_share(draw, training)
             self.log("test/novel_share", novel)
@@ -357,7 +357,7 @@ class CharLanguageModel(BaseTask):
     def format_samples(self, samples: Sequence[str]) -> str:
         """``samples.txt``: items one per line; running text (which has newlines of its
         own) with a line of dashes between samples."""
-        separator = "\n" if self.hparams.items else f"\n{SAMPLE_SEPARATOR}\n"
+        separator = "\n" if self.hparams.item_list else f"\n{SAMPLE_SEPARATOR}\n"
         return separator.join(samples) + "\n"
 
     # -- sampling --------------------------------------------------------------------------
@@ -366,7 +366,7 @@ class CharLanguageModel(BaseTask):
         the share that are not training items (the datamodule is set up to know them)."""
         samples = self.generate(seed=seed, **options)
         report: dict[str, Any] = {"samples": samples}
-        if self.hparams.items and hasattr(datamodule, "training_items"):
+        if self.hparams.item_list and hasattr(datamodule, "training_items"):
             datamodule.setup("fit")
             report["novel_share"] = novel_share(samples, datamodule.training_items)
         return report
@@ -393,8 +393,8 @@ class CharLanguageModel(BaseTask):
             raise ConfigError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and top_k < 1:
             raise ConfigError(f"top_k must be >= 1, got {top_k}")
-        limit = max_new_tokens or (hp.block_size if hp.items else 200)
-        start = ([self.BOUNDARY] if hp.items or not prefix else []) + self.encode(prefix)
+        limit = max_new_tokens or (hp.block_size if hp.item_list else 200)
+        start = ([self.BOUNDARY] if hp.item_list or not prefix else []) + self.encode(prefix)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         was_training = self.training
         self.eval()
@@ -407,17 +407,17 @@ class CharLanguageModel(BaseTask):
                 cut = torch.topk(logits, min(top_k, logits.shape[1])).values[:, -1:]
                 logits[logits < cut] = -float("inf")
             nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
-            if hp.items:
+            if hp.item_list:
                 nxt[done] = self.BOUNDARY
                 done |= nxt == self.BOUNDARY
             idx = torch.cat([idx, nxt[:, None].to(idx.device)], dim=1)
-            if hp.items and done.all():
+            if hp.item_list and done.all():
                 break
         self.train(was_training)
         vocab = hp.vocab
         out = []
         for row in idx[:, len(start) :].tolist():
-            if hp.items:
+            if hp.item_list:
                 row = row[: row.index(self.BOUNDARY)] if self.BOUNDARY in row else row
             out.append(prefix + "".join(vocab[i] for i in row))
         return out

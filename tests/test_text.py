@@ -245,7 +245,7 @@ def test_items_become_boundary_framed_inputs_and_targets(tmp_path):
     assert x[0, : len(ids) + 1].tolist() == [1, *ids]
     assert y[0, : len(ids) + 1].tolist() == [*ids, 1]
     assert (y[0, len(ids) + 1 :] == -100).all() and (x[0, len(ids) + 1 :] == 0).all()
-    assert dm.data_facts() == {"vocab": vocab, "block_size": 5, "items": True}
+    assert dm.data_facts() == {"vocab": vocab, "block_size": 5, "item_list": True}
     assert dm.ids("q").tolist() == [2]  # a character the training split lacks
 
 
