@@ -40,8 +40,21 @@ def config_search_paths() -> list[tuple[str, str]]:
     return paths
 
 
+def register_resolvers() -> None:
+    """``${direction:${monitor_mode}}``: ``maximize`` for ``max``, else ``minimize`` (sweepers
+    optimise the preset's monitored score in its own direction). Idempotent."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("direction"):
+        OmegaConf.register_new_resolver(
+            "direction", lambda mode: "maximize" if str(mode) == "max" else "minimize"
+        )
+
+
 def register_search_path_plugin() -> None:
-    """Put every registered config package on Hydra's search path (idempotent)."""
+    """Put every registered config package on Hydra's search path (idempotent); register
+    the config resolvers."""
+    register_resolvers()
     from hydra.core.plugins import Plugins
     from hydra.plugins.search_path_plugin import SearchPathPlugin
 

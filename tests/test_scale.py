@@ -69,13 +69,16 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 @pytest.mark.slow
-def test_optuna_sweep_optimises_the_monitored_score(tmp_path):
+@pytest.mark.parametrize(("monitor", "mode"), [("val/loss", "min"), ("val/acc", "max")])
+def test_optuna_sweep_optimises_the_monitored_score(tmp_path, monitor, mode):
     result = run_cli(
         "-m",
         "+task=iris_mlp",
         "debug=tiny",
         "sweep=optuna",
         "hydra.sweeper.n_trials=2",
+        f"monitor={monitor}",
+        f"monitor_mode={mode}",
         f"hydra.sweep.dir={tmp_path}",
         cwd=tmp_path,
     )
@@ -83,5 +86,6 @@ def test_optuna_sweep_optimises_the_monitored_score(tmp_path):
     table = pd.read_csv(tmp_path / "sweep_results.csv")
     assert len(table) == 2 and (table.status == "completed").all()
     assert table["task.lr"].between(1e-4, 1e-1).all()
+    scores = table[f"best {monitor}"]
     best = (tmp_path / "optimization_results.yaml").read_text()
-    assert f"best_value: {table['best val/loss'].min()}" in best
+    assert f"best_value: {scores.min() if mode == 'min' else scores.max()}" in best
