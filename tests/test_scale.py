@@ -89,3 +89,14 @@ def test_optuna_sweep_optimises_the_monitored_score(tmp_path, monitor, mode):
     scores = table[f"best {monitor}"]
     best = (tmp_path / "optimization_results.yaml").read_text()
     assert f"best_value: {scores.min() if mode == 'min' else scores.max()}" in best
+
+
+def test_optuna_preset_keeps_going_after_failed_trials():
+    """The plugin's default max_failure_rate (0.0) stops a study at its first failed trial;
+    the preset records failures (sweep_results.csv) and goes on."""
+    result = run_cli("+task=iris_mlp", "sweep=optuna", "--cfg", "hydra", "-p", "hydra.sweeper")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "max_failure_rate: 1.0" in result.stdout
+    assert "_target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper" in (
+        result.stdout
+    )
