@@ -139,50 +139,55 @@ class BaseTask(L.LightningModule):
     def forward(self, *inputs: Tensor) -> Tensor:
         return self.model(*inputs)
 
-    def model_step(self, batch: Any, stage: str) -> Tensor:
-        """Loss and metrics of one batch ``(*inputs, target)``, for every stage."""
+    def step_outputs(self, batch: Any) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Network output, target, loss and weight of one batch ``(*inputs, target)``.
+
+        The weight is what the loss is a mean over (rows here; a language model counts
+        characters), so epoch means weight every batch by it.
+        """
         *inputs, y = batch
         output = self(*inputs)
-        loss = self.criterion(output, y)
+        return output, y, self.criterion(output, y), len(y)
+
+    def model_step(self, batch: Any, stage: str) -> Tensor:
+        """Loss and metrics of one batch, for every stage."""
+        output, y, loss, weight = self.step_outputs(batch)
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(*self.metric_inputs(output.detach(), y))
-        batch_size = len(y)
         if stage == "train":
             loss = loss + self.penalty()
         if stage in ("train", "val"):  # logged once per epoch by _log_epoch: cheap steps
-            getattr(self, f"{stage}_loss").update(loss.detach(), batch_size)
+            getattr(self, f"{stage}_loss").update(loss.detach(), weight)
             return loss
-        if stage == "test":
-            self.record_test_outputs(output.detach(), y)
-            baseline = self.baseline_output(output.detach())
-            if baseline is not None:
-                self.baseline_metrics.update(*self.metric_inputs(baseline, y))
-                self.log_dict(
-                    self.baseline_metrics, on_step=False, on_epoch=True, batch_size=len(y)
-                )
+        self.record_test_outputs(output.detach(), y)
+        baseline = self.baseline_output(output.detach())
+        if baseline is not None:
+            self.baseline_metrics.update(*self.metric_inputs(baseline, y))
+            self.log_dict(self.baseline_metrics, on_step=False, on_epoch=True, batch_size=weight)
         self.log(
-            f"{stage}/loss",
+            "test/loss",
             loss,
             on_step=False,
             on_epoch=True,
             sync_dist=True,  # averaged over ranks once per epoch (no cost on one process)
-            prog_bar=stage != "test",
-            batch_size=batch_size,
+            batch_size=weight,
         )
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=weight)
         return loss
 
-    def _log_epoch(self, stage: str) -> None:
+    def _log_epoch(self, stage: str) -> Tensor | None:
         """Log the epoch's mean loss and metrics of ``train`` or ``val``, accumulated without
         per-step logging (Lightning's per-step ``log`` costs about a millisecond a call);
-        both are synchronised across ranks when computed."""
+        both are synchronised across ranks when computed. Returns the mean loss."""
         loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
-        if loss.update_count:
-            self.log(f"{stage}/loss", loss.compute(), prog_bar=True)
+        mean = loss.compute() if loss.update_count else None
+        if mean is not None:
+            self.log(f"{stage}/loss", mean, prog_bar=True)
             if metrics:
                 self.log_dict(metrics.compute())
         loss.reset()
         metrics.reset()
+        return mean
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

@@ -258,13 +258,7 @@ class CharLanguageModel(BaseTask):
         if len(vocab) < 4:
             raise ConfigError(f"the vocabulary needs at least one character, got {vocab!r}")
         super().__init__(**kwargs)
-        # epoch means of the per-character loss (for the perplexity) and the accuracy
-        for stage in ("val", "test"):
-            extra = {
-                "perplexity_loss": MeanMetric(),
-                "acc": MulticlassAccuracy(len(vocab), average="micro", ignore_index=-100),
-            }
-            setattr(self, f"{stage}_extra", nn.ModuleDict(extra))
+        self.test_nll = MeanMetric()  # per-character test loss, for the test perplexity
         self.example_input_array = torch.ones(2, min(block_size, 8), dtype=torch.long)
         self.samples_out: list[str] = []
         self.notes: list[str] = []
@@ -294,41 +288,42 @@ class CharLanguageModel(BaseTask):
         )
         return logits, loss
 
-    def model_step(self, batch: Any, stage: str) -> Tensor:
+    def configure_metrics(self) -> MetricCollection:
+        return MetricCollection(
+            {"acc": MulticlassAccuracy(len(self.hparams.vocab), average="micro", ignore_index=-100)}
+        )
+
+    def step_outputs(self, batch: Any) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Logits and targets of every position, the mean loss per character, and the
+        number of characters it is a mean over."""
         x, y = batch
         logits, loss = self(x, y)
-        tokens = int((y != -100).sum())
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            sync_dist=True,
-            prog_bar=stage != "test",
-            batch_size=tokens,
-        )
-        extra = getattr(self, f"{stage}_extra", None)
-        if extra is not None:
-            extra["perplexity_loss"].update(loss.detach(), tokens)
-            extra["acc"].update(logits.detach().flatten(0, 1), y.flatten())
-            self.log(f"{stage}/acc", extra["acc"], on_step=False, on_epoch=True)
+        return logits.flatten(0, 1), y.flatten(), loss, int((y != -100).sum())
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = super().test_step(batch, batch_idx)
+        self.test_nll.update(loss.detach(), int((batch[1] != -100).sum()))
         return loss
 
-    def _epoch_end(self, stage: str) -> None:
-        extra = getattr(self, f"{stage}_extra")
-        mean = extra["perplexity_loss"].compute()
-        self.log(f"{stage}/perplexity", torch.exp(mean))
-        extra["perplexity_loss"].reset()
+    def _log_epoch(self, stage: str) -> Tensor | None:
+        mean = super()._log_epoch(stage)
+        if stage == "val":
+            if mean is not None:
+                self.log("val/perplexity", torch.exp(mean))
+            self._log_baselines("val")
+        return mean
+
+    def _log_baselines(self, stage: str) -> None:
+        """The datamodule's unigram/bigram scores of this split (validation ones prefixed)."""
         datamodule = self.trainer.datamodule
         report = getattr(datamodule, "baselines", {}).get(stage) if datamodule else None
         for name, value in (report or {}).items():
             self.log(f"baseline/{'val_' if stage == 'val' else ''}{name}", float(value))
 
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
     def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
+        self.log("test/perplexity", torch.exp(self.test_nll.compute()))
+        self.test_nll.reset()
+        self._log_baselines("test")
         hp = self.hparams
         self.samples_out = self.generate(hp.samples, temperature=hp.temperature, seed=0)
         datamodule = self.trainer.datamodule
