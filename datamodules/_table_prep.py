@@ -79,6 +79,20 @@ def missing_column_error(option: str, missing: Sequence[str], columns: Sequence[
     )
 
 
+def require_columns(
+    frame: pd.DataFrame, needed: Sequence[tuple[str, str]], where: str, what: str = "column"
+) -> None:
+    """Each ``(name, option)`` of ``needed`` must be a column of ``frame``; otherwise a
+    DataError naming the option that asked for it, the closest column and all columns."""
+    columns = [str(c) for c in frame.columns]
+    for name, option in needed:
+        if name not in columns:
+            raise DataError(
+                f"{where}: no {what} {name!r} (datamodule.{option})."
+                f"{did_you_mean(name, columns)} Columns: {columns}"
+            )
+
+
 def _examples(values: pd.Series, mask: np.ndarray, n: int = 5) -> str:
     rows = np.flatnonzero(mask)
     shown = ", ".join(f"row {r}: {values.iloc[r]!r}" for r in rows[:n])

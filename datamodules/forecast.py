@@ -14,7 +14,7 @@ import torch
 from pandas.tseries.frequencies import to_offset
 from torch import Tensor
 
-from datamodules._table_prep import check_frame, read_table
+from datamodules._table_prep import check_frame, read_table, require_columns
 from datamodules.base import BaseDataModule, TensorLoader
 from tasks.errors import ConfigError, DataError, did_you_mean
 
@@ -35,16 +35,23 @@ def _listed(values: Any, n: int = 5) -> str:
     return ", ".join(values[:n]) + more
 
 
+def fixed_step(freq: str) -> pd.Timedelta | None:
+    """The length of one step of a pandas frequency, or None for calendar offsets whose
+    length varies (months, quarters, years; weeks anchored on a weekday)."""
+    try:
+        return pd.Timedelta(to_offset(freq))
+    except (TypeError, ValueError):
+        return None
+
+
 def default_season(freq: str | int) -> int:
     """Steps per natural cycle of a frequency: a day below daily, a week for daily data,
     a year for weekly, monthly and quarterly data; 1 (plain naive) when unknown."""
     if isinstance(freq, (int, np.integer)):
         return 1
-    offset = to_offset(freq)
-    try:
-        step = pd.Timedelta(offset)
-    except (TypeError, ValueError):  # calendar offsets: months, quarters, weeks, years
-        name = offset.rule_code.upper().split("-")[0]
+    step = fixed_step(freq)
+    if step is None:
+        name = to_offset(freq).rule_code.upper().split("-")[0]
         if name.startswith(("M", "BM", "SM", "CBM")):
             return 12
         if name.startswith(("Q", "BQ")):
@@ -190,7 +197,6 @@ class ForecastDataModule(BaseDataModule):
         self.target_series: Tensor | None = None  # (steps, targets), scaled
         self.time: pd.Index | None = None
         self.bounds: dict[str, tuple[int, int]] = {}
-        self.starts: dict[str, np.ndarray] = {}
         self.future_time: pd.Index | None = None
         self.data_warnings: list[str] = []
 
@@ -221,13 +227,11 @@ class ForecastDataModule(BaseDataModule):
         target = hp.target if hp.target is not None else bundled_target
         targets = [target] if isinstance(target, str) else list(target or [])
         covariates = list(hp.covariates or [])
-        for option, names in (("target", targets), ("covariates", covariates)):
-            for name in names:
-                if name not in columns:
-                    raise DataError(
-                        f"{where}: no column {name!r} (datamodule.{option})."
-                        f"{did_you_mean(name, columns)} Columns: {columns}"
-                    )
+        require_columns(
+            frame,
+            [(n, "target") for n in targets] + [(n, "covariates") for n in covariates],
+            where,
+        )
         if not targets:
             numeric = [
                 c
@@ -308,11 +312,7 @@ class ForecastDataModule(BaseDataModule):
         frame, where, bundled_time = self._source(path)
         columns = [str(c) for c in frame.columns]
         time_column = hp.time_column or bundled_time or columns[0]
-        if time_column not in columns:
-            raise DataError(
-                f"{where}: no time column {time_column!r} (datamodule.time_column)."
-                f"{did_you_mean(time_column, columns)} Columns: {columns}"
-            )
+        require_columns(frame, [(time_column, "time_column")], where, what="time column")
         targets, covariates = self._columns(frame, where, time_column)
         parsed, grid, freq = self._grid(frame[time_column], where)
         if not parsed.is_monotonic_increasing:
@@ -356,22 +356,17 @@ class ForecastDataModule(BaseDataModule):
             return list(calendar)
         if isinstance(freq, (int, np.integer)):
             return []
-        season = default_season(freq)
-        offset = to_offset(freq)
-        try:
-            step = pd.Timedelta(offset)
-        except (TypeError, ValueError):  # months, quarters, years
-            step = None
+        step = fixed_step(freq)
         if step is not None and step < DAY:
             return ["time_of_day", "day_of_week"]
         if step == DAY:
             return ["day_of_week", "day_of_year"]
-        return ["month"] if season == 12 else []
+        return ["month"] if default_season(freq) == 12 else []
 
-    def _fit_state(self, data: dict[str, Any], train_end: int) -> None:
+    def _fit_state(self, data: dict[str, Any], train: np.ndarray) -> None:
+        """Scaling statistics of the (transformed) training rows, with the column names,
+        frequency and calendar features: what a checkpoint must carry."""
         hp = self.hparams
-        values = self._transform_targets(data["values"], len(data["targets"]), data)
-        train = values[:train_end]
         if hp.scaling == "standard":
             center, scale = train.mean(axis=0), train.std(axis=0)
         elif hp.scaling == "minmax":
@@ -389,7 +384,9 @@ class ForecastDataModule(BaseDataModule):
             "scale": scale.tolist(),
         }
 
-    def _transform_targets(self, values: np.ndarray, k: int, data: dict[str, Any]) -> np.ndarray:
+    def _transform_targets(self, data: dict[str, Any]) -> np.ndarray:
+        """The values with ``log`` taken of the targets when ``log_target`` is set."""
+        values, k = data["values"], len(data["targets"])
         if not self.hparams.log_target:
             return values
         if (values[:, :k] <= 0).any():
@@ -401,11 +398,11 @@ class ForecastDataModule(BaseDataModule):
         out[:, :k] = np.log(out[:, :k])
         return out
 
-    def _scaled(self, data: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """Model inputs ``(steps, inputs)`` and targets ``(steps, targets)``, scaled."""
+    def _scaled(self, data: dict[str, Any], values: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Model inputs ``(steps, inputs)`` and targets ``(steps, targets)``, scaled, from
+        the transformed ``values`` of ``data``."""
         state = self.fitted_state
         k = len(state["targets"])
-        values = self._transform_targets(data["values"], k, data)
         values = (values - np.asarray(state["center"])) / np.asarray(state["scale"])
         calendar = (
             calendar_features(pd.DatetimeIndex(data["time"]), state["calendar"])
@@ -461,6 +458,16 @@ class ForecastDataModule(BaseDataModule):
         return np.arange(first, last + 1, stride) if last >= first else np.zeros(0, np.int64)
 
     @property
+    def starts(self) -> dict[str, np.ndarray]:
+        """Window start steps of each split that has windows (what its loader holds)."""
+        out = {}
+        for split in ("train", "val", "test"):
+            data = getattr(self, f"{split}_data")
+            if data is not None:
+                out[split] = data[0].numpy()
+        return out
+
+    @property
     def season(self) -> int:
         hp = self.hparams
         return int(hp.season) if hp.season else default_season(self.fitted_state["freq"])
@@ -512,18 +519,18 @@ class ForecastDataModule(BaseDataModule):
         hp = self.hparams
         data = self._read()
         bounds = self._bounds(data["time"])
+        values = self._transform_targets(data)
         if not self.fitted_state:
-            self._fit_state(data, bounds["train"][1])
+            self._fit_state(data, values[: bounds["train"][1]])
         else:
             self._check_columns(data, "the data")
-        self.series, self.target_series = self._scaled(data)
+        self.series, self.target_series = self._scaled(data, values)
         self.time = data["time"]
         self.bounds = bounds
         for split, (a, b) in bounds.items():
             starts = self._starts(a, b, hp.stride if split == "train" else 1)
             if split == "train" and not len(starts):
                 raise DataError("no training window fits; use more data or smaller windows")
-            self.starts[split] = starts
             if len(starts):
                 setattr(self, f"{split}_data", (torch.from_numpy(starts),))
 
@@ -557,7 +564,7 @@ class ForecastDataModule(BaseDataModule):
             raise DataError(
                 f"{where}: {len(data['time'])} steps, fewer than lookback={hp.lookback}"
             )
-        inputs, _ = self._scaled(data)
+        inputs, _ = self._scaled(data, self._transform_targets(data))
         self.predict_data = (inputs[-hp.lookback :].unsqueeze(0),)
         freq, last = data["freq"], data["time"][-1]
         if isinstance(freq, (int, np.integer)):

@@ -10,10 +10,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from datamodules._table_prep import read_table
+from datamodules._table_prep import read_table, require_columns
 from datamodules.base import BaseDataModule
 from datamodules.sequence import interpolate_gaps
-from tasks.errors import ConfigError, DataError, did_you_mean
+from tasks.errors import ConfigError, DataError
 
 
 class SeriesDataModule(BaseDataModule):
@@ -76,13 +76,11 @@ class SeriesDataModule(BaseDataModule):
         hp = self.hparams
         frame = source if isinstance(source, pd.DataFrame) else read_table(source, where)
         columns = [str(c) for c in frame.columns]
-        for option in ("time_column", "label_column"):
-            name = hp[option]
-            if name is not None and name not in columns:
-                raise DataError(
-                    f"{where}: no column {name!r} (datamodule.{option})."
-                    f"{did_you_mean(name, columns)}"
-                )
+        require_columns(
+            frame,
+            [(hp[o], o) for o in ("time_column", "label_column") if hp[o] is not None],
+            where,
+        )
         if hp.time_column is not None:
             time = frame[hp.time_column]
             parsed = (

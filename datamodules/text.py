@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from datamodules._table_prep import check_frame, read_table
+from datamodules._table_prep import check_frame, read_table, require_columns
 from datamodules.base import BaseDataModule, TensorLoader, class_predictions, split_indices
-from tasks.errors import ConfigError, DataError, did_you_mean
+from tasks.errors import ConfigError, DataError
 
 PAD, UNK = "[PAD]", "[UNK]"
 TOKENIZERS = ("word", "bpe")
@@ -175,16 +175,10 @@ class TextDataModule(BaseDataModule):
         else:
             frame = read_texts(source, where, hp.encoding)
             text_col, label_col = hp.text_column, hp.label_column
-        columns = [str(c) for c in frame.columns]
         needed = [(text_col, "text_column")] + ([(label_col, "label_column")] if labelled else [])
         if labelled and hp.split_column is not None:
             needed.append((hp.split_column, "split_column"))
-        for name, option in needed:
-            if name not in columns:
-                raise DataError(
-                    f"{where}: no column {name!r} (datamodule.{option})."
-                    f"{did_you_mean(name, columns)} Columns: {columns}"
-                )
+        require_columns(frame, needed, where)
         texts = frame[text_col].astype(object).where(frame[text_col].notna(), "").astype(str)
         out = pd.DataFrame({"text": texts.to_numpy()})
         if labelled:
@@ -386,11 +380,7 @@ class TextDataModule(BaseDataModule):
             self.predict_files = [str(f) for f in files]
         else:
             frame = read_texts(source, "datamodule.predict_path", hp.encoding)
-            if hp.text_column not in frame.columns:
-                raise DataError(
-                    f"datamodule.predict_path: no column {hp.text_column!r} "
-                    f"(datamodule.text_column). Columns: {list(frame.columns)}"
-                )
+            require_columns(frame, [(hp.text_column, "text_column")], "datamodule.predict_path")
             frame = pd.DataFrame({"text": frame[hp.text_column].fillna("").astype(str)})
             self.predict_files = None
         self.texts["predict"] = frame.text.tolist()  # every row kept, empty ones too
