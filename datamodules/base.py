@@ -20,7 +20,8 @@ class TensorLoader:
     Each epoch draws a fresh permutation from a seeded generator (``seed + epoch``),
     so runs are reproducible. Under ``torch.distributed`` every rank takes an
     interleaved, equally long share of the indices (padded by wrapping around, as
-    ``DistributedSampler`` does) so that ranks step in lockstep.
+    ``DistributedSampler`` does) so that ranks step in lockstep; ``tasks._ranks.unshard``
+    puts gathered shares back in input order.
 
     Args:
         tensors: Tensors with the same first dimension.

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tasks import _registry
 from tasks._plots import save_history_plot
+from tasks._ranks import unshard
 from tasks.errors import ConfigError, DataError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -229,22 +230,12 @@ def _collate_predictions(batches: list[dict[str, torch.Tensor]]) -> dict[str, to
 
 
 def _gather_in_input_order(outputs: dict[str, torch.Tensor], rows: int | None) -> dict[str, Any]:
-    """Every rank's predictions, back in input order.
-
-    Under DDP each rank predicts rows ``rank, rank + world, ...`` of the input, padded by
-    wrapping around to equal shares (``DistributedSampler`` and ``TensorLoader`` alike),
-    so stacking the shares and reading them column-wise restores the input order; the
-    wrapped padding rows at the end are dropped.
-    """
+    """Every rank's predictions (each rank has its DDP share), back in input order."""
     import torch.distributed as dist
 
     shares: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(shares, {k: v.detach().cpu() for k, v in outputs.items()})
-    merged = {}
-    for key in outputs:
-        stacked = torch.stack([share[key] for share in shares])  # (world, rows per rank, ...)
-        merged[key] = stacked.transpose(0, 1).reshape(-1, *stacked.shape[2:])[:rows]
-    return merged
+    return {key: unshard(torch.stack([share[key] for share in shares]), rows) for key in outputs}
 
 
 def execute(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> dict[str, Any]:

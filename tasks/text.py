@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from tasks._classify import ClassificationOutputs, label_metrics
+from tasks._ranks import unshard
 from tasks.base import BaseTask
 from tasks.errors import ConfigError, DataError
 from tasks.nets.text import build_char_net, build_text_net
@@ -161,12 +162,11 @@ class TextClassification(ClassificationOutputs, BaseTask):
             return
         y = torch.cat([t for t, _ in self._test_rows])
         prob = torch.cat([p for _, p in self._test_rows])
-        if self.trainer.world_size > 1:
-            # rank r holds rows r, r + world, ... of the (wrapped) test set: interleave back
-            y, prob = (self.all_gather(t).transpose(0, 1).flatten(0, 1) for t in (y, prob))
         datamodule = self.trainer.datamodule
         texts = getattr(datamodule, "texts", {}).get("test") if datamodule is not None else None
         n = len(texts) if texts is not None else len(y)
+        if self.trainer.world_size > 1:  # every rank's share, back in test-set order
+            y, prob = (unshard(self.all_gather(t)) for t in (y, prob))
         y, prob = y[:n], prob[:n]
         confidence, pred = prob.max(dim=-1)
         wrong = torch.nonzero(pred != y).flatten()

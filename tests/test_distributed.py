@@ -151,3 +151,20 @@ def test_ddp_test_metrics_match_a_single_process_run(tmp_path):
     assert abs(metrics["cpu"]["test/acc"] - metrics["ddp_cpu"]["test/acc"]) <= 0.03
     assert abs(metrics["cpu"]["test/auroc"] - metrics["ddp_cpu"]["test/auroc"]) <= 0.02
     assert metrics["ddp_cpu"]["test/acc"] > 0.9
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_unshard_undoes_the_tensor_loader_sharding(world, monkeypatch):
+    import torch
+
+    from datamodules.base import TensorLoader
+    from tasks._ranks import unshard
+
+    rows = torch.arange(7)
+    shares = []
+    for rank in range(world):
+        monkeypatch.setattr(TensorLoader, "_world", staticmethod(lambda r=rank: (r, world)))
+        loader = TensorLoader(rows, batch_size=2)
+        shares.append(torch.cat([batch for (batch,) in loader]))
+    assert len({len(share) for share in shares}) == 1  # equal shares, padded by wrapping
+    assert unshard(torch.stack(shares), len(rows)).tolist() == rows.tolist()
