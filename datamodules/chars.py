@@ -60,7 +60,12 @@ class CharDataModule(BaseDataModule):
         self.fitted_state = {"vocab": PAD + BOUNDARY + UNKNOWN + "".join(chars)}
 
     def ids(self, text: str) -> np.ndarray:
-        index = {c: i for i, c in enumerate(self.vocab)}
+        """Character ids of ``text`` (2 for characters the training split lacks)."""
+        vocab = self.vocab
+        if getattr(self, "_index_of", None) != vocab:  # built once per vocabulary
+            self._index = {c: i for i, c in enumerate(vocab)}
+            self._index_of = vocab
+        index = self._index
         return np.fromiter((index.get(c, 2) for c in text), dtype=np.int64, count=len(text))
 
     def _ngram_baselines(self, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
