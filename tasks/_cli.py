@@ -102,13 +102,6 @@ def _fail(exc: BaseException) -> None:
     sys.exit(2)
 
 
-def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def _route_lightning_logs_to_hydra() -> None:
     """Hydra logs the root logger to the console and ``tasks.log``; the ``lightning``
     package adds a console handler of its own, which would print every line twice."""
@@ -130,7 +123,9 @@ def _run_job(cfg: Any) -> float | None:
     try:
         summary = execute(cfg)
     except _user_error_types() as exc:
-        if _full_error(cfg) or _in_multirun():
+        from tasks.sweep import in_multirun
+
+        if _full_error(cfg) or in_multirun():
             raise  # a sweep records the failed job and goes on with the next one
         _fail(exc)
     score = (summary.get("best_score") or {}).get("value")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 
 
@@ -27,6 +25,3 @@ class CompileModel(L.Callback):
         if stage == "fit" and network is not None and not getattr(network, "_compiled", False):
             network.compile(**self.options)
             network._compiled = True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}

@@ -23,7 +23,8 @@ ROW_FILE = "sweep_row.json"
 TABLE_FILE = "sweep_results.csv"
 
 
-def _multirun() -> bool:
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``)."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -47,7 +48,7 @@ class SweepResults(Callback):
     """Hydra callback (configured in ``hydra.callbacks``); does nothing in single runs."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if not _multirun():
+        if not in_multirun():
             return
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)

@@ -318,3 +318,49 @@ def test_several_targets_are_forecast_together(tmp_path):
     future = pd.read_csv(tmp_path / "p" / "predictions.csv")
     assert list(future.columns) == ["row", "time", "step", "demand", "temperature"]
     assert len(future) == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"calendar": ["hour"]}, ConfigError, r"unknown features \['hour'\]"),
+        ({"lookback": 0}, ConfigError, r"datamodule.lookback must be >= 1, got 0"),
+        ({"freq": "fortnightly"}, ConfigError, r"freq='fortnightly' is not a pandas frequency"),
+        ({"lookback": 150, "test_fraction": 0.2}, DataError, r"training period has \d+ steps"),
+        ({"target": "load", "covariates": ["load"]}, ConfigError, r"\['load'\] are used twice"),
+    ],
+)
+def test_bad_options_name_the_fix(tmp_path, options, error, message):
+    with pytest.raises(error, match=message):
+        datamodule(hourly(), tmp_path, **options).setup("fit")
+
+
+def test_log_target_needs_positive_values(tmp_path):
+    frame = hourly()
+    frame.loc[4, "load"] = 0.0
+    with pytest.raises(DataError, match=r"log_target=true needs positive targets; \['load'\]"):
+        datamodule(frame, tmp_path, log_target=True).setup("fit")
+
+
+def test_predict_file_must_match_the_training_data(tmp_path):
+    dm = datamodule(hourly(), tmp_path)
+    dm.setup("fit")
+    short, daily = tmp_path / "short.csv", tmp_path / "daily.csv"
+    hourly(10).to_csv(short, index=False)
+    frame = hourly(60).assign(when=pd.date_range("2024-01-01", periods=60, freq="D"))
+    frame.to_csv(daily, index=False)
+    for path, message in (
+        (short, r"10 steps, fewer than lookback=24"),
+        (daily, r"frequency 'D', the model was trained on 'h'"),
+    ):
+        restored = ForecastDataModule(path=str(tmp_path / "series.csv"), predict_path=str(path))
+        restored.load_state_dict(dm.state_dict())
+        with pytest.raises(DataError, match=message):
+            restored.setup("predict")
+
+
+def test_network_and_size_errors_are_named():
+    with pytest.raises(ConfigError, match=r"num_targets=3 exceeds num_inputs=2"):
+        Forecasting(num_inputs=2, num_targets=3)
+    with pytest.raises(ConfigError, match=r"network_options do not fit network 'cnn'"):
+        build_forecast_net("cnn", 1, 1, 1, 8, hidden_sizes=[4])

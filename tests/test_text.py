@@ -362,3 +362,51 @@ def test_running_text_samples_are_separated_in_the_file(tmp_path):
         *summary["baseline"],
         *summary["metrics"],
     }
+
+
+def test_bad_text_data_is_named(tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.txt").write_text("loose file", encoding="utf-8")
+    with pytest.raises(DataError, match=r"has no class folders \(root/<class>/\*.txt\)"):
+        TextDataModule(path=str(tmp_path / "flat")).setup("fit")
+    (tmp_path / "classes" / "pos").mkdir(parents=True)
+    (tmp_path / "classes" / "neg").mkdir()
+    (tmp_path / "classes" / "pos" / "1.txt").write_text("great", encoding="utf-8")
+    with pytest.raises(DataError, match=r"class folder .*neg' has no .txt files"):
+        TextDataModule(path=str(tmp_path / "classes")).setup("fit")
+    one_class = make_texts(40).assign(label="positive")
+    with pytest.raises(DataError, match=r"the training split has one class only"):
+        texts_module(tmp_path, one_class).setup("fit")
+    test_csv = tmp_path / "test.csv"
+    make_texts(20, classes=("negative", "neutral")).to_csv(test_csv, index=False)
+    with pytest.raises(DataError, match=r"labels \['neutral'\] do not occur in the training split"):
+        texts_module(tmp_path, test_path=str(test_csv)).setup("fit")
+
+
+def test_bad_character_data_is_named(tmp_path):
+    few = tmp_path / "few.txt"
+    few.write_text("ann\n\nbob\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"need at least 3 items \(one per line\), found 2"):
+        CharItemsDataModule(path=str(few)).setup("fit")
+    blank = tmp_path / "blank.txt"
+    blank.write_text(" \n\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"has no text"):
+        CharTextDataModule(path=str(blank)).setup("fit")
+    short = tmp_path / "short.txt"
+    short.write_text("a tiny text", encoding="utf-8")
+    with pytest.raises(DataError, match=r"fewer than one window of block_size \+ 1 = 129"):
+        CharTextDataModule(path=str(short)).setup("fit")
+
+
+def test_bad_network_settings_are_named():
+    from tasks.nets.text import build_char_net, build_text_net
+
+    with pytest.raises(ConfigError, match=r"'cnn' is not a text network.*\['lstm', 'gru', 'bow'\]"):
+        build_text_net("cnn", 10, 2)
+    with pytest.raises(ConfigError, match=r"'gpt' is not a language model"):
+        build_char_net("gpt", 10, 8)
+    with pytest.raises(ConfigError, match=r"embedding_dim=30 must be divisible by num_heads=4"):
+        CharTransformer(10, block_size=8, embedding_dim=30, num_heads=4)
+    lm = CharLanguageModel(vocab="\0\n\ufffdab", block_size=4, hidden_size=8)
+    with pytest.raises(ConfigError, match=r"top_k must be >= 1, got 0"):
+        lm.generate(1, top_k=0)
