@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from tasks.errors import ConfigError, DataError
+from tasks.fused import StepGroup
 
 
 class TensorLoader:
@@ -32,6 +33,9 @@ class TensorLoader:
         collate: Turns each batch of slices into what the model receives, e.g. window
             start indices into windows gathered from a strided view (nothing is
             materialised beyond the batch).
+        group: Yield :class:`~tasks.fused.StepGroup` lists of this many consecutive
+            batches (the last may be shorter), for tasks that take several optimizer
+            steps per Lightning step; the length counts groups.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class TensorLoader:
         drop_last: bool = False,
         seed: int = 0,
         collate: Callable[[tuple[Tensor, ...]], Any] | None = None,
+        group: int = 1,
     ) -> None:
         if not tensors:
             raise ValueError("TensorLoader needs at least one tensor")
@@ -56,6 +61,7 @@ class TensorLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.collate = collate
+        self.group = max(1, int(group))
         self.epoch = 0
 
     @staticmethod
@@ -71,11 +77,24 @@ class TensorLoader:
 
     def __len__(self) -> int:
         rows = self._rows()
-        return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
+        batches = rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
+        return -(-batches // self.group)
 
     def __iter__(self) -> Iterator[Any]:
         batches = self._slices()
-        return batches if self.collate is None else map(self.collate, batches)
+        if self.collate is not None:
+            batches = map(self.collate, batches)
+        return batches if self.group == 1 else self._groups(batches)
+
+    def _groups(self, batches: Iterator[Any]) -> Iterator[StepGroup]:
+        group = StepGroup()
+        for batch in batches:
+            group.append(batch)
+            if len(group) == self.group:
+                yield group
+                group = StepGroup()
+        if group:
+            yield group
 
     def _slices(self) -> Iterator[tuple[Tensor, ...]]:
         n = len(self.tensors[0])
@@ -200,6 +219,8 @@ class BaseDataModule(L.LightningDataModule):
         #: What was learnt from the training split (statistics, class names): plain data,
         #: saved in every checkpoint through :meth:`state_dict`.
         self.fitted_state: dict[str, Any] = {}
+        #: Batches per training/validation group (set by :func:`tasks.fused.configure`).
+        self.steps_per_execution = 1
 
     def _overrides(self, hook: str) -> bool:
         """Whether this class replaces ``hook`` (a "bring your own data" method such as
@@ -270,6 +291,7 @@ class BaseDataModule(L.LightningDataModule):
             batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
             shuffle=train,
             seed=hp.seed,
+            group=self.steps_per_execution if stage in ("train", "validation") else 1,
         )
 
     def train_dataloader(self) -> TensorLoader:

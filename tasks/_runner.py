@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from tasks import _registry
+from tasks import _registry, fused
 from tasks._plots import save_history_plot
 from tasks._ranks import unshard
 from tasks.errors import ConfigError, DataError, did_you_mean
@@ -249,7 +249,7 @@ def execute(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) ->
             message=r"The number of training batches .* is smaller "
             r"than the logging interval",
         )
-        # image tasks augment in their own on_after_batch_transfer; nothing to warn about
+        # tasks augment (and split step groups) in BaseTask.on_after_batch_transfer on purpose
         warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
         return _execute(cfg, datamodule)
 
@@ -280,6 +280,8 @@ def _execute(cfg: DictConfig, datamodule: L.LightningDataModule | None) -> dict[
         task_cls = _registry.load("task", task_name)
         task = task_cls.load_from_checkpoint(ckpt, map_location="cpu")
     trainer = build_trainer(cfg, output_dir)
+    if mode == "train":
+        fused.configure(task, trainer, datamodule, cfg.get("steps_per_execution", "auto"))
 
     summary: dict[str, Any] = {"preset": _preset_name(cfg), "mode": mode}
     artifacts: list[Path] = []

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from tasks.errors import ConfigError
+from tasks.fused import StepGroup
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -20,6 +21,8 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 SCHEDULERS = ("none", "cosine", "step", "plateau", "onecycle")
 STAGES = ("train", "val", "test")
+#: What ``scheduler=plateau`` watches.
+PLATEAU_MONITOR = "val/loss"
 
 
 class BaseTask(L.LightningModule):
@@ -125,6 +128,11 @@ class BaseTask(L.LightningModule):
         """Write task-specific test artefacts (plots, tables) after testing; rank zero only."""
         return []
 
+    def augment_batch(self, batch: Any) -> Any:
+        """A changed copy of the training batch ``(inputs, ...)``, on its device; called
+        for training batches only when the ``augment`` hyperparameter is set."""
+        return batch
+
     def augmentable(self, batch: Any) -> bool:
         """Whether ``batch`` is a training batch ``(inputs, ...)`` that this task's
         ``augment`` hyperparameter asks to change (never validation, test or predict)."""
@@ -133,7 +141,13 @@ class BaseTask(L.LightningModule):
             and self._trainer is not None
             and self.trainer.training
             and isinstance(batch, (tuple, list))  # not the model summary's example input
+            and not isinstance(batch, StepGroup)
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, StepGroup):
+            return StepGroup(self.on_after_batch_transfer(b, dataloader_idx) for b in batch)
+        return self.augment_batch(batch) if self.augmentable(batch) else batch
 
     # -- the one shared step -------------------------------------------------------------
     def forward(self, *inputs: Tensor) -> Tensor:
@@ -152,13 +166,17 @@ class BaseTask(L.LightningModule):
     def model_step(self, batch: Any, stage: str) -> Tensor:
         """Loss and metrics of one batch, for every stage."""
         output, y, loss, weight = self.step_outputs(batch)
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(*self.metric_inputs(output.detach(), y))
         if stage == "train":
             loss = loss + self.penalty()
         if stage in ("train", "val"):  # logged once per epoch by _log_epoch: cheap steps
-            getattr(self, f"{stage}_loss").update(loss.detach(), weight)
+            update = (self.metric_inputs(output.detach(), y), loss.detach(), weight)
+            if self._pending is None:
+                self._update_epoch_means(stage, [update])
+            else:  # a step group: one metric update for the whole group
+                self._pending.append(update)
             return loss
+        metrics = self.test_metrics
+        metrics.update(*self.metric_inputs(output.detach(), y))
         self.record_test_outputs(output.detach(), y)
         baseline = self.baseline_output(output.detach())
         if baseline is not None:
@@ -174,6 +192,33 @@ class BaseTask(L.LightningModule):
         )
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=weight)
         return loss
+
+    _pending: list[tuple[tuple[Tensor, Tensor], Tensor, Any]] | None = None
+
+    def _update_epoch_means(self, stage: str, updates: list[tuple[Any, Tensor, Any]]) -> None:
+        """Add ``(metric inputs, loss, weight)`` of one or more batches to the epoch's
+        loss mean and metrics in one update each."""
+        metrics = getattr(self, f"{stage}_metrics")
+        if len(updates) == 1:
+            (inputs, loss, weight), total = updates[0], None
+        else:
+            inputs = tuple(torch.cat(parts) for parts in zip(*(u[0] for u in updates)))
+            weight = sum(u[2] for u in updates)
+            total = sum(u[1] * u[2] for u in updates)
+            loss = total / weight
+        if len(metrics):
+            metrics.update(*inputs)
+        getattr(self, f"{stage}_loss").update(loss, weight)
+
+    def _grouped(self, stage: str, batches: list[Any], step: Any) -> list[Any]:
+        """``step(batch)`` for every batch of a group, metric updates once at the end."""
+        self._pending = []
+        try:
+            results = [step(batch) for batch in batches]
+            self._update_epoch_means(stage, self._pending)
+        finally:
+            self._pending = None
+        return results
 
     def _log_epoch(self, stage: str) -> Tensor | None:
         """Log the epoch's mean loss and metrics of ``train`` or ``val``, accumulated without
@@ -191,15 +236,94 @@ class BaseTask(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
+        if self._step_groups:
+            self._step_epoch_schedulers()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if self._step_groups:
+            return self._train_steps(batch if isinstance(batch, StepGroup) else [batch])
         return self.model_step(batch, "train")
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if isinstance(batch, StepGroup):
+            losses = self._grouped("val", batch, lambda b: self.model_step(b, "val"))
+            return torch.stack(losses).mean()
         return self.model_step(batch, "val")
+
+    # -- several optimizer steps per Lightning step (tasks.fused) ----------------------------
+    _step_groups = False
+
+    def use_step_groups(self, enabled: bool) -> None:
+        """Take every batch of a :class:`~tasks.fused.StepGroup` as one optimizer step
+        inside a single Lightning training step (manual optimization); set by
+        :func:`tasks.fused.configure`, which checks that nothing observable changes."""
+        self._step_groups = enabled
+        self.automatic_optimization = not enabled
+
+    def on_train_start(self) -> None:
+        # Lightning counts optimizer steps separately for automatic and manual optimization:
+        # a run resumed with the other mode continues from the larger count.
+        loop = self.trainer.fit_loop.epoch_loop
+        counters = (
+            loop.manual_optimization.optim_step_progress.total,
+            loop.automatic_optimization.optim_progress.optimizer.step.total,
+        )
+        steps = max(counter.completed for counter in counters)
+        for counter in counters:
+            counter.ready = counter.completed = steps
+
+    def _train_steps(self, batches: list[Any]) -> Tensor:
+        """The steps Lightning's automatic optimization would take, one per batch: forward
+        (under the precision plugin's autocast), zero_grad, backward, optimizer step."""
+        self._step_due_plateaus()
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        loop = self.trainer.fit_loop.epoch_loop
+        progress = loop.manual_optimization.optim_step_progress
+        no_autocast = torch.autocast(self.device.type, enabled=False)
+
+        def step(batch: Any) -> Tensor:
+            loss = self.model_step(batch, "train")
+            with no_autocast:  # backward runs outside autocast, as in Lightning's closure
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            progress.increment_ready()  # trainer.global_step counts optimizer steps
+            progress.increment_completed()
+            return loss.detach()
+
+        losses = self._grouped("train", batches, step)
+        loop._batches_that_stepped += len(batches) - 1  # loggers' step: optimizer steps too
+        return losses[-1]
+
+    _plateau_due: list[tuple[Any, float]] | None = None
+
+    def _step_epoch_schedulers(self) -> None:
+        """Lightning steps no schedulers under manual optimization: step the per-epoch ones
+        when it would. Others step at the end of the epoch (before checkpoints are saved);
+        plateau ones on ``PLATEAU_MONITOR`` once the epoch's checkpoints are written, i.e.
+        before the next epoch's first step, so checkpoints hold the same state."""
+        self._plateau_due = []
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != "epoch" or (self.current_epoch + 1) % config.frequency:
+                continue
+            if not isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                config.scheduler.step()
+                continue
+            value = self.trainer.callback_metrics.get(PLATEAU_MONITOR)
+            if value is None:
+                raise ConfigError(
+                    f"scheduler=plateau monitors {PLATEAU_MONITOR!r}, which was not logged; "
+                    f"logged: {sorted(self.trainer.callback_metrics)}"
+                )
+            self._plateau_due.append((config.scheduler, float(value)))
+
+    def _step_due_plateaus(self) -> None:
+        for scheduler, value in self._plateau_due or ():
+            scheduler.step(value)
+        self._plateau_due = None
 
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self.model_step(batch, "test")
@@ -228,10 +352,10 @@ class BaseTask(L.LightningModule):
             scheduler = sched.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
         elif hp.scheduler == "plateau":
             scheduler = sched.ReduceLROnPlateau(optimizer, factor=hp.gamma, patience=hp.patience)
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
-            }
+            # under step groups (manual optimization) Lightning ignores "monitor": the
+            # task steps it with PLATEAU_MONITOR itself
+            monitor = {} if self._step_groups else {"monitor": PLATEAU_MONITOR}
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **monitor}}
         else:  # onecycle steps every batch
             scheduler = sched.OneCycleLR(
                 optimizer, max_lr=hp.lr, total_steps=int(self.trainer.estimated_stepping_batches)

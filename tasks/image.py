@@ -173,9 +173,7 @@ class ImageClassification(ClassificationOutputs, BaseTask):
         return self.model(self.normalize(images))
 
     # -- augmentation on the device ------------------------------------------------------
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if not self.augmentable(batch):
-            return batch
+    def augment_batch(self, batch: Any) -> Any:
         augment = self.hparams.augment
         images, *rest = batch
         if augment.get("crop_padding"):

@@ -98,9 +98,7 @@ class SequenceClassification(ClassificationOutputs, BaseTask):
     def configure_loss(self) -> nn.Module:
         return nn.CrossEntropyLoss()
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if not self.augmentable(batch):
-            return batch
+    def augment_batch(self, batch: Any) -> Any:
         augment = self.hparams.augment
         x, *rest = batch
         x = augment_sequences(

@@ -1,0 +1,154 @@
+"""Several optimizer steps per Lightning step: Lightning's per-step cost paid once per group.
+
+Lightning runs a dozen hooks, a closure, the precision plugin and the progress bar around
+every optimizer step: about 1-3 ms on a CPU, as much as the whole step of a small MLP,
+LSTM or Conv1D. With ``steps_per_execution: K`` (the idea of Keras' option of that name)
+the training loader yields a :class:`StepGroup` of K batches and the task takes K plain
+optimizer steps inside one Lightning training step (manual optimization), so that cost is
+paid once per K steps. Validation batches come in groups too. The results are those of
+the one-step-at-a-time path (same batches, same order, same updates; tested), with these
+differences, documented in docs/scaling.md:
+
+- per-batch callback hooks (``on_train_batch_start/end``, the progress bar) run once per
+  group, and ``limit_*_batches``/``val_check_interval`` would count groups, so runs that set
+  them (or ``fast_dev_run``, ``max_steps``) take one step at a time;
+- ``trainer.global_step`` counts optimizer steps, as always.
+
+:func:`plan` decides: a group of K > 1 only where the result cannot differ: one process,
+no gradient clipping, accumulation or fp16 loss scaling, no per-step learning-rate
+schedule, no callback hooked on backward or optimizer steps, a task whose per-batch
+hooks are :class:`~tasks.base.BaseTask`'s own, and a datamodule that can group batches.
+Anything else runs one step at a time, with the reason logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: What ``steps_per_execution: auto`` asks for on in-memory data (measured in
+#: benchmarks/RESULTS.md: larger groups gain little more).
+AUTO_STEPS = 16
+
+#: Callback hooks that run around each optimizer step; a callback overriding one of them
+#: would be skipped by grouped steps, so its presence means one step at a time.
+STEP_HOOKS = (
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+)
+
+#: Task hooks that see single batches or single optimizer steps (and the optimizer set-up,
+#: whose schedules the task steps itself): a subclass overriding one keeps single steps.
+BATCH_HOOKS = (
+    "training_step",
+    "validation_step",
+    "on_before_batch_transfer",
+    "transfer_batch_to_device",
+    "on_after_batch_transfer",
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "optimizer_step",
+    "optimizer_zero_grad",
+    "backward",
+    "configure_gradient_clipping",
+    "configure_optimizers",
+    *STEP_HOOKS,
+)
+
+
+class StepGroup(list):
+    """Consecutive batches that one Lightning step trains (or validates) on, in order."""
+
+
+def resolve(requested: Any) -> int:
+    """``auto``, ``null`` or an int >= 1 as a number of steps per execution."""
+    from tasks.errors import ConfigError
+
+    if requested in (None, "auto"):
+        return AUTO_STEPS
+    try:
+        steps = int(requested)
+    except (TypeError, ValueError):
+        steps = 0
+    if steps < 1 or str(steps) != str(requested).strip():
+        raise ConfigError(
+            f"steps_per_execution={requested!r} is not valid: use auto or an integer >= 1 "
+            "(1: one optimizer step per Lightning step)"
+        )
+    return steps
+
+
+def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
+    """Why ``task`` must take one step at a time under ``trainer``, or None if it may group."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    from datamodules.base import BaseDataModule
+    from tasks.base import BaseTask
+
+    if not isinstance(task, BaseTask):
+        return f"{type(task).__name__} is not a BaseTask"
+    if not isinstance(datamodule, BaseDataModule) or any(
+        getattr(type(datamodule), name) is not getattr(BaseDataModule, name)
+        for name in ("train_dataloader", "val_dataloader")
+    ):
+        return f"{type(datamodule).__name__} builds its own training or validation loader"
+    overridden = [
+        name for name in BATCH_HOOKS if getattr(type(task), name) is not getattr(BaseTask, name)
+    ]
+    if overridden:
+        return f"{type(task).__name__} overrides {', '.join(overridden)}"
+    if not isinstance(trainer.strategy, SingleDeviceStrategy):
+        return f"strategy {type(trainer.strategy).__name__} (grouped steps need one process)"
+    if trainer.gradient_clip_val:
+        return "gradient clipping (trainer.gradient_clip_val)"
+    if trainer.accumulate_grad_batches != 1:
+        return "gradient accumulation (trainer.accumulate_grad_batches)"
+    if str(trainer.precision).startswith("16"):
+        return "fp16 loss scaling (precision 16-mixed)"
+    if trainer.fast_dev_run or trainer.max_steps not in (-1, None):
+        return "fast_dev_run or max_steps (they count Lightning steps)"
+    limits = (trainer.limit_train_batches, trainer.limit_val_batches)
+    if any(limit not in (None, 1.0) for limit in limits) or isinstance(
+        trainer.val_check_interval, int
+    ):
+        return "limit_train/val_batches or an integer val_check_interval (they count batches)"
+    if task.hparams.get("scheduler") == "onecycle":
+        return "a per-step learning-rate schedule (scheduler=onecycle)"
+    for callback in trainer.callbacks:
+        hooks = [name for name in STEP_HOOKS if _overrides(callback, name)]
+        if hooks:
+            return f"callback {type(callback).__name__} hooks {', '.join(hooks)}"
+        if getattr(callback, "_every_n_train_steps", 0):
+            return f"callback {type(callback).__name__} acts every n training steps"
+    return None
+
+
+def _overrides(callback: Any, hook: str) -> bool:
+    import lightning as L
+
+    return getattr(type(callback), hook) is not getattr(L.Callback, hook)
+
+
+def configure(task: Any, trainer: Any, datamodule: Any, requested: Any = "auto") -> int:
+    """Group ``requested`` steps per Lightning step where :func:`why_not` allows it; sets
+    the task to manual optimization and the datamodule's loaders to groups. Returns the
+    number of steps per execution that will be used."""
+    steps = resolve(requested)
+    reason = why_not(task, trainer, datamodule) if steps > 1 else None
+    if reason is not None:
+        level = logging.DEBUG if requested in (None, "auto") else logging.WARNING
+        log.log(
+            level, "steps_per_execution=%s: one step at a time because of %s", requested, reason
+        )
+        steps = 1
+    task.use_step_groups(steps > 1)
+    datamodule.steps_per_execution = steps
+    if steps > 1:
+        log.info("%d optimizer steps per Lightning step (steps_per_execution=%s)", steps, requested)
+    return steps
