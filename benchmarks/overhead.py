@@ -83,15 +83,23 @@ def epoch_timer_class() -> type:
     import lightning as L
 
     class EpochTimer(L.Callback):
-        """Wall time of every training epoch (its validation pass included)."""
+        """Wall time of every training epoch: from its start to the next epoch's start (the
+        last: to the end of training), so its validation pass and whatever runs between
+        epochs (checkpoint writes, loggers, schedulers) count too."""
 
         times: list[float] = []
 
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-            self._start = time.perf_counter()
+            self._lap()
 
-        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-            EpochTimer.times.append(time.perf_counter() - self._start)
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            self._lap()
+
+        def _lap(self) -> None:
+            now = time.perf_counter()
+            if getattr(self, "_start", None) is not None:
+                EpochTimer.times.append(now - self._start)
+            self._start = now
 
     return EpochTimer
 

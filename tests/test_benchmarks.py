@@ -44,3 +44,19 @@ def test_keras_comparison_runs_on_the_same_arrays(tmp_path, monkeypatch):
     (row,), table = run_tiny(tmp_path, "curves_conv1d", extra=("--keras",))
     assert row["keras_s"] > 0 and row["keras_ratio"] == row["keras_s"] / row["loop_s"]
     assert "keras / loop" in table
+
+
+def test_epoch_timer_counts_the_work_between_epochs(monkeypatch):
+    """Checkpoint writes and loggers run after ``on_train_epoch_end``: an epoch is timed from
+    its start to the next one's (the last to the end of training), so they count."""
+    overhead = load_overhead()
+    clock = iter([0.0, 1.5, 4.0])
+    monkeypatch.setattr(overhead.time, "perf_counter", lambda: next(clock))
+    timer = overhead.epoch_timer_class()
+    timer.times = []
+    callback = timer()
+    callback.on_train_epoch_start(None, None)
+    callback.on_train_epoch_end(None, None)  # not the end of the timed span
+    callback.on_train_epoch_start(None, None)
+    callback.on_train_end(None, None)
+    assert timer.times == [1.5, 2.5]
