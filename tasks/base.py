@@ -247,8 +247,13 @@ class BaseTask(L.LightningModule):
             return self._train_steps(batch if isinstance(batch, StepGroup) else [batch])
         return self.model_step(batch, "train")
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         if isinstance(batch, StepGroup):
+            checks = self.trainer.num_sanity_val_steps if self.trainer.sanity_checking else -1
+            if checks >= 0:  # the sanity check counts batches, not groups
+                batch = batch[: max(0, checks - batch_idx * len(batch))]
+            if not batch:
+                return None
             losses = self._grouped("val", batch, lambda b: self.model_step(b, "val"))
             return torch.stack(losses).mean()
         return self.model_step(batch, "val")

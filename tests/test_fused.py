@@ -106,8 +106,8 @@ def _trainer(**kwargs) -> L.Trainer:
     return L.Trainer(**{**defaults, **kwargs})
 
 
-def _tabular(tmp_path, **task_kwargs):
-    frame = make_table(60)
+def _tabular(tmp_path, rows: int = 60, **task_kwargs):
+    frame = make_table(rows)
     datamodule = TabularDataModule(frame=frame, target="label", batch_size=8)
     datamodule.setup("fit")
     return TabularClassification(**datamodule.data_facts(), **task_kwargs), datamodule
@@ -203,3 +203,14 @@ def test_resuming_with_the_other_mode_keeps_counting_steps(tmp_path):
         )
     )
     assert resumed["global_step"] == first["global_step"] * 3 // 2
+
+
+def test_sanity_check_validates_as_many_batches_as_without_groups(tmp_path):
+    task, datamodule = _tabular(tmp_path, rows=200)  # 30 validation rows: 4 batches of 8
+    seen = []
+    step_outputs = task.step_outputs
+    task.step_outputs = lambda batch: seen.append(len(batch[0])) or step_outputs(batch)
+    trainer = _trainer(max_epochs=0, num_sanity_val_steps=2)
+    fused.configure(task, trainer, datamodule, 4)
+    trainer.fit(task, datamodule=datamodule)
+    assert len(seen) == 2  # two batches of the first group, not two groups of four
