@@ -551,7 +551,7 @@ class ForecastDataModule(BaseDataModule):
     ) -> TensorLoader:
         loader = super()._loader(data, stage, train)
         if stage != "predict":
-            loader.collate = self._collate(with_baselines=not train)
+            loader.collate = self._collate(with_baselines=stage == "test")  # only tests score them
         return loader
 
     def setup_predict(self) -> None:

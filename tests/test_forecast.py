@@ -181,6 +181,10 @@ def test_batches_are_gathered_from_strided_views(tmp_path):
         assert torch.equal(batch["naive"][i], target[s + 23].expand(3, 1))
         assert torch.equal(batch["seasonal_naive"][i], target[s : s + 3])  # one day back
     assert batch["x"].shape == (7, 24, 1 + 4)  # load + sin/cos of time of day and weekday
+    # training and validation batches carry only what the model needs: baselines are
+    # gathered for test batches alone (they are scored there)
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        assert set(next(iter(loader))) == {"x", "y"}
 
 
 # -- networks and task -----------------------------------------------------------------------
