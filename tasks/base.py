@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -287,11 +288,16 @@ class BaseTask(L.LightningModule):
         optimizer = self.optimizers(use_pl_optimizer=False)
         loop = self.trainer.fit_loop.epoch_loop
         progress = loop.manual_optimization.optim_step_progress
-        no_autocast = torch.autocast(self.device.type, enabled=False)
+        device = self.device.type
+        no_autocast = (  # backward runs outside autocast, as in Lightning's closure
+            torch.autocast(device, enabled=False)
+            if torch.is_autocast_enabled(device)
+            else contextlib.nullcontext()
+        )
 
         def step(batch: Any) -> Tensor:
             loss = self.model_step(batch, "train")
-            with no_autocast:  # backward runs outside autocast, as in Lightning's closure
+            with no_autocast:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
