@@ -261,6 +261,8 @@ class BaseTask(L.LightningModule):
 
     # -- several optimizer steps per Lightning step (tasks.fused) ----------------------------
     _step_groups = False
+    #: Clip gradients to this (trainer.gradient_clip_algorithm) at every grouped step.
+    gradient_clip_val: float | None = None
 
     def use_step_groups(self, enabled: bool) -> None:
         """Take every batch of a :class:`~tasks.fused.StepGroup` as one optimizer step
@@ -300,6 +302,8 @@ class BaseTask(L.LightningModule):
             with no_autocast:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if self.gradient_clip_val:
+                    self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
                 optimizer.step()
             progress.increment_ready()  # trainer.global_step counts optimizer steps
             progress.increment_completed()

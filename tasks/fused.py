@@ -9,13 +9,15 @@ paid once per K steps. Validation batches come in groups too. The results are th
 the one-step-at-a-time path (same batches, same order, same updates; tested), with these
 differences, documented in docs/scaling.md:
 
+- gradient clipping (``trainer.gradient_clip_val``) is applied by the task at every step,
+  with Lightning's own clipping function;
 - per-batch callback hooks (``on_train_batch_start/end``, the progress bar) run once per
   group, and ``limit_*_batches``/``val_check_interval`` would count groups, so runs that set
   them (or ``fast_dev_run``, ``max_steps``) take one step at a time;
 - ``trainer.global_step`` counts optimizer steps, as always.
 
 :func:`plan` decides: a group of K > 1 only where the result cannot differ: one process,
-no gradient clipping, accumulation or fp16 loss scaling, no per-step learning-rate
+no gradient accumulation or fp16 loss scaling, no per-step learning-rate
 schedule, no callback hooked on backward or optimizer steps, a task whose per-batch
 hooks are :class:`~tasks.base.BaseTask`'s own, and a datamodule that can group batches.
 Anything else runs one step at a time, with the reason logged.
@@ -105,8 +107,6 @@ def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
         return f"{type(task).__name__} overrides {', '.join(overridden)}"
     if not isinstance(trainer.strategy, SingleDeviceStrategy):
         return f"strategy {type(trainer.strategy).__name__} (grouped steps need one process)"
-    if trainer.gradient_clip_val:
-        return "gradient clipping (trainer.gradient_clip_val)"
     if trainer.accumulate_grad_batches != 1:
         return "gradient accumulation (trainer.accumulate_grad_batches)"
     if str(trainer.precision).startswith("16"):
@@ -148,6 +148,11 @@ def configure(task: Any, trainer: Any, datamodule: Any, requested: Any = "auto")
         )
         steps = 1
     task.use_step_groups(steps > 1)
+    if steps > 1 and trainer.gradient_clip_val:
+        # Lightning refuses its own clipping under manual optimization: the task clips
+        # every step the same way instead (trainer.gradient_clip_algorithm, default norm)
+        task.gradient_clip_val = float(trainer.gradient_clip_val)
+        trainer.gradient_clip_val = None
     datamodule.steps_per_execution = steps
     if steps > 1:
         log.info("%d optimizer steps per Lightning step (steps_per_execution=%s)", steps, requested)

@@ -66,10 +66,16 @@ def _assert_same_training(one: dict, grouped: dict) -> None:
                 "precision=bf16",
             ],
         ),
-        # a language model: the loss is a mean over characters, not rows
+        # a language model (the loss is a mean over characters, not rows) with gradients
+        # clipped to a norm small enough to bind at every step
         (
             "names_lstm",
-            ["trainer.max_epochs=1", "task.dropout=0.0", "datamodule.batch_size=512"],
+            [
+                "trainer.max_epochs=1",
+                "task.dropout=0.0",
+                "datamodule.batch_size=512",
+                "trainer.gradient_clip_val=0.01",
+            ],
         ),
     ],
 )
@@ -131,7 +137,6 @@ class OwnLoader(TabularDataModule):
 @pytest.mark.parametrize(
     "trainer_kwargs,task_kwargs,why",
     [
-        ({"gradient_clip_val": 1.0}, {}, "gradient clipping"),
         ({"accumulate_grad_batches": 2}, {}, "gradient accumulation"),
         ({"fast_dev_run": True}, {}, "fast_dev_run or max_steps"),
         ({"max_steps": 10}, {}, "fast_dev_run or max_steps"),
@@ -214,3 +219,21 @@ def test_sanity_check_validates_as_many_batches_as_without_groups(tmp_path):
     fused.configure(task, trainer, datamodule, 4)
     trainer.fit(task, datamodule=datamodule)
     assert len(seen) == 2  # two batches of the first group, not two groups of four
+
+
+def test_gradient_clipping_moves_from_the_trainer_to_the_grouped_steps(tmp_path):
+    task, datamodule = _tabular(tmp_path)
+    trainer = _trainer(gradient_clip_val=0.5, max_epochs=1)
+    assert fused.configure(task, trainer, datamodule, 4) == 4
+    assert task.gradient_clip_val == 0.5 and trainer.gradient_clip_val is None
+    norms = []
+    clip = task.clip_gradients
+
+    def clip_and_record(optimizer, **kwargs):
+        clip(optimizer, **kwargs)
+        norms.append(torch.stack([p.grad.norm() for p in task.parameters()]).norm())
+
+    task.clip_gradients = clip_and_record
+    trainer.fit(task, datamodule=datamodule)
+    assert len(norms) == trainer.global_step  # every step clipped
+    assert max(norms) <= 0.5 + 1e-5
