@@ -75,10 +75,14 @@ class TensorLoader:
         _, world = self._world()
         return -(-n // world)
 
-    def __len__(self) -> int:
+    @property
+    def num_batches(self) -> int:
+        """Batches per epoch (on this rank), whatever the grouping."""
         rows = self._rows()
-        batches = rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
-        return -(-batches // self.group)
+        return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
+
+    def __len__(self) -> int:
+        return -(-self.num_batches // self.group)
 
     def __iter__(self) -> Iterator[Any]:
         batches = self._slices()

@@ -290,6 +290,9 @@ class BaseTask(L.LightningModule):
         optimizer = self.optimizers(use_pl_optimizer=False)
         loop = self.trainer.fit_loop.epoch_loop
         progress = loop.manual_optimization.optim_step_progress
+        step_schedulers = [
+            c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"
+        ]
         device = self.device.type
         no_autocast = (  # backward runs outside autocast, as in Lightning's closure
             torch.autocast(device, enabled=False)
@@ -305,6 +308,8 @@ class BaseTask(L.LightningModule):
                 if self.gradient_clip_val:
                     self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
                 optimizer.step()
+                for scheduler in step_schedulers:  # after every optimizer step, as Lightning
+                    scheduler.step()
             progress.increment_ready()  # trainer.global_step counts optimizer steps
             progress.increment_completed()
             return loss.detach()
@@ -349,6 +354,15 @@ class BaseTask(L.LightningModule):
         inputs = batch if isinstance(batch, (tuple, list)) else (batch,)
         return self.predict_outputs(self(*inputs))
 
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole fit (Lightning's estimate counts Lightning steps,
+        i.e. groups under step groups)."""
+        steps = int(self.trainer.estimated_stepping_batches)
+        loader = self.trainer.train_dataloader
+        if self._step_groups and getattr(loader, "group", 1) > 1:
+            steps = steps // len(loader) * loader.num_batches
+        return steps
+
     # -- optimisation --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
@@ -372,9 +386,7 @@ class BaseTask(L.LightningModule):
             monitor = {} if self._step_groups else {"monitor": PLATEAU_MONITOR}
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **monitor}}
         else:  # onecycle steps every batch
-            scheduler = sched.OneCycleLR(
-                optimizer, max_lr=hp.lr, total_steps=int(self.trainer.estimated_stepping_batches)
-            )
+            scheduler = sched.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=self._total_steps())
             return {
                 "optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

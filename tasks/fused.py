@@ -16,10 +16,10 @@ differences, documented in docs/scaling.md:
   them (or ``fast_dev_run``, ``max_steps``) take one step at a time;
 - ``trainer.global_step`` counts optimizer steps, as always.
 
-:func:`plan` decides: a group of K > 1 only where the result cannot differ: one process,
-no gradient accumulation or fp16 loss scaling, no per-step learning-rate
-schedule, no callback hooked on backward or optimizer steps, a task whose per-batch
-hooks are :class:`~tasks.base.BaseTask`'s own, and a datamodule that can group batches.
+:func:`configure` decides, with :func:`why_not`: a group of K > 1 only where the result
+cannot differ: one process, no gradient accumulation or fp16 loss scaling, no callback
+hooked on backward or optimizer steps, a task whose per-batch hooks are
+:class:`~tasks.base.BaseTask`'s own, and a datamodule that can group batches.
 Anything else runs one step at a time, with the reason logged.
 """
 
@@ -118,8 +118,6 @@ def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
         trainer.val_check_interval, int
     ):
         return "limit_train/val_batches or an integer val_check_interval (they count batches)"
-    if task.hparams.get("scheduler") == "onecycle":
-        return "a per-step learning-rate schedule (scheduler=onecycle)"
     for callback in trainer.callbacks:
         hooks = [name for name in STEP_HOOKS if _overrides(callback, name)]
         if hooks:
