@@ -142,7 +142,6 @@ class BaseTask(L.LightningModule):
             and self._trainer is not None
             and self.trainer.training
             and isinstance(batch, (tuple, list))  # not the model summary's example input
-            and not isinstance(batch, StepGroup)
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -201,12 +200,11 @@ class BaseTask(L.LightningModule):
         loss mean and metrics in one update each."""
         metrics = getattr(self, f"{stage}_metrics")
         if len(updates) == 1:
-            (inputs, loss, weight), total = updates[0], None
+            inputs, loss, weight = updates[0]
         else:
             inputs = tuple(torch.cat(parts) for parts in zip(*(u[0] for u in updates)))
             weight = sum(u[2] for u in updates)
-            total = sum(u[1] * u[2] for u in updates)
-            loss = total / weight
+            loss = sum(u[1] * u[2] for u in updates) / weight
         if len(metrics):
             metrics.update(*inputs)
         getattr(self, f"{stage}_loss").update(loss, weight)

@@ -88,6 +88,7 @@ def resolve(requested: Any) -> int:
 
 def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
     """Why ``task`` must take one step at a time under ``trainer``, or None if it may group."""
+    import lightning as L
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
     from datamodules.base import BaseDataModule
@@ -95,14 +96,11 @@ def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
 
     if not isinstance(task, BaseTask):
         return f"{type(task).__name__} is not a BaseTask"
-    if not isinstance(datamodule, BaseDataModule) or any(
-        getattr(type(datamodule), name) is not getattr(BaseDataModule, name)
-        for name in ("train_dataloader", "val_dataloader")
+    if not isinstance(datamodule, BaseDataModule) or _overridden(
+        datamodule, BaseDataModule, ("train_dataloader", "val_dataloader")
     ):
         return f"{type(datamodule).__name__} builds its own training or validation loader"
-    overridden = [
-        name for name in BATCH_HOOKS if getattr(type(task), name) is not getattr(BaseTask, name)
-    ]
+    overridden = _overridden(task, BaseTask, BATCH_HOOKS)
     if overridden:
         return f"{type(task).__name__} overrides {', '.join(overridden)}"
     if not isinstance(trainer.strategy, SingleDeviceStrategy):
@@ -119,7 +117,7 @@ def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
     ):
         return "limit_train/val_batches or an integer val_check_interval (they count batches)"
     for callback in trainer.callbacks:
-        hooks = [name for name in STEP_HOOKS if _overrides(callback, name)]
+        hooks = _overridden(callback, L.Callback, STEP_HOOKS)
         if hooks:
             return f"callback {type(callback).__name__} hooks {', '.join(hooks)}"
         if getattr(callback, "_every_n_train_steps", 0):
@@ -127,10 +125,9 @@ def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
     return None
 
 
-def _overrides(callback: Any, hook: str) -> bool:
-    import lightning as L
-
-    return getattr(type(callback), hook) is not getattr(L.Callback, hook)
+def _overridden(obj: Any, base: type, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` the class of ``obj`` defines differently from ``base``."""
+    return [name for name in names if getattr(type(obj), name) is not getattr(base, name)]
 
 
 def configure(task: Any, trainer: Any, datamodule: Any, requested: Any = "auto") -> int:
