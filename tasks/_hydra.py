@@ -25,6 +25,21 @@ DEFAULT_GROUPS = (
 ARGUMENT_SECTIONS = ("task", "datamodule")
 
 
+def primary_config_dir() -> str:
+    """The folder of the library's own configs (``tasks.conf``), wherever ``tasks`` comes from:
+    a wheel, an editable install or a source checkout (see ``_registry.SOURCE_PACKAGE_DIRS``)."""
+    from tasks.errors import ConfigError
+
+    root = _registry.package_dir(PRIMARY_CONFIG_MODULE)
+    if root is None or not (root / "config.yaml").is_file():
+        raise ConfigError(
+            f"the library's configs ({PRIMARY_CONFIG_MODULE}) are missing from this "
+            "installation of lightning-tasks; reinstall it (pip install --force-reinstall "
+            "lightning-tasks)"
+        )
+    return str(root)
+
+
 def config_search_paths() -> list[tuple[str, str]]:
     """``(provider, file://folder)`` for every registered config package that exists.
 

@@ -246,14 +246,37 @@ def load_all(kind: str) -> tuple[dict[str, object], dict[str, PluginLoadError]]:
     return loaded, failed
 
 
+#: Packages that ``pyproject.toml``'s ``package-dir`` maps from another folder of the source
+#: tree (relative to the folder that holds the ``tasks`` package). A wheel or an editable
+#: install knows the mapping; a source checkout on ``sys.path`` does not (``python -m tasks``
+#: from the checkout root imports ``tasks`` from the checkout, where ``tasks/conf`` does not
+#: exist), so the lookup falls back to these folders.
+SOURCE_PACKAGE_DIRS = {"tasks.conf": "conf"}
+
+
+def _source_package_dir(module: str) -> Path | None:
+    """The folder of a ``package-dir``-mapped package in the source checkout this file is in."""
+    relative = SOURCE_PACKAGE_DIRS.get(module)
+    if relative is None:
+        return None
+    candidate = Path(__file__).resolve().parent.parent / relative
+    return candidate if (candidate / "__init__.py").is_file() else None
+
+
 def package_dir(module: str) -> Path | None:
     """Folder of a package, found without importing it when the layout allows.
 
     ``plugin.conf`` is looked up as the folder ``conf`` inside the top-level
     package ``plugin``, which asks the import system to locate ``plugin`` but not
     to run its ``__init__``. Packages mapped elsewhere (editable installs with
-    ``package-dir``) fall back to a real lookup, which imports the parents.
+    ``package-dir``) fall back to a real lookup, which imports the parents, and
+    the library's own mapped packages to their folder in a source checkout.
     """
+    found = _find_package_dir(module)
+    return found if found is not None else _source_package_dir(module)
+
+
+def _find_package_dir(module: str) -> Path | None:
     top, _, rest = module.partition(".")
     try:
         spec = importlib.util.find_spec(top)
@@ -280,6 +303,22 @@ class Preset:
     name: str
     path: Path
     source: Entry
+
+    @property
+    def task(self) -> str:
+        """The task the preset binds (``task._name_``), read from the file without YAML or
+        Hydra: the first ``_name_:`` indented under the top-level ``task:`` key."""
+        in_task = False
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                text = line.split("#", 1)[0].rstrip()
+                if not text:
+                    continue
+                if not line[0].isspace():
+                    in_task = text == "task:"
+                elif in_task and text.strip().startswith("_name_:"):
+                    return text.split(":", 1)[1].strip().strip("'\"")
+        return ""
 
     @property
     def description(self) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, open_dict
 
 from tasks import _registry
-from tasks._hydra import PRIMARY_CONFIG_MODULE, normalize_overrides, register_search_path_plugin
+from tasks._hydra import normalize_overrides, primary_config_dir, register_search_path_plugin
 
 if TYPE_CHECKING:
     from lightning import LightningDataModule
@@ -22,12 +22,12 @@ def compose(preset: str | None = None, overrides: Sequence[str] = ()) -> DictCon
         overrides: Hydra overrides such as ``"trainer.max_epochs=3"`` or ``"debug=tiny"``.
     """
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    from hydra import initialize_config_dir
 
     args = ([f"task={preset}"] if preset else []) + list(overrides)
     args = normalize_overrides(args)
     register_search_path_plugin()
-    with initialize_config_module(PRIMARY_CONFIG_MODULE, version_base="1.3"):
+    with initialize_config_dir(primary_config_dir(), version_base="1.3"):
         cfg = hydra_compose("config", overrides=args, return_hydra_config=True)
     choice = cfg.hydra.runtime.choices.get("task")
     with open_dict(cfg):
@@ -75,10 +75,11 @@ def list_datamodules() -> dict[str, dict[str, str]]:
 
 
 def list_presets() -> dict[str, dict[str, str]]:
-    """Preset names with description, file and origin."""
+    """Preset names with description, task (the problem it solves), file and origin."""
     return {
         name: {
             "description": p.description,
+            "task": p.task,
             "path": str(p.path),
             "distribution": p.source.distribution,
             "version": p.source.version,

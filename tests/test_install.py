@@ -51,15 +51,38 @@ def _wheel(source: Path, out: Path, dist: str) -> Path:
     return wheel
 
 
+def running_site_packages() -> list[str]:
+    """The site-packages folders of the interpreter running the tests, in ``sys.path`` order:
+    a venv's, a conda prefix's or the system's (and the base's when a venv sees it)."""
+    return [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+
+
+def make_venv(env_dir: Path) -> str:
+    """A fresh venv that borrows torch & co. from the running environment, whatever it is.
+
+    ``system_site_packages=True`` would show the *base* interpreter's packages, which lack
+    everything when pytest itself runs inside a venv. A ``.pth`` of plain folder lines
+    appends the running environment's folders after the venv's own site-packages, so what is
+    installed into the venv comes first, and the ``.pth`` files in those folders (an
+    editable install's import hook among them) are not run.
+    """
+    venv.create(env_dir, with_pip=True)
+    python = str(env_dir / "bin" / "python")
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(_run(python, "-c", code).stdout.strip())
+    (site / "_running_environment.pth").write_text("\n".join(running_site_packages()) + "\n")
+    return python
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """A fresh venv (reusing torch & co. from the system site) with the library's wheel."""
+    """A fresh venv (reusing torch & co. from the running environment) with the library's
+    wheel."""
     root = tmp_path_factory.mktemp("install")
     wheels = root / "wheels"
     wheels.mkdir()
     env_dir = root / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
-    python = str(env_dir / "bin" / "python")
+    python = make_venv(env_dir)
     _run(
         python,
         "-m",
