@@ -15,7 +15,8 @@ FULL_ERROR_ENV = "LIGHTNING_TASKS_FULL_ERROR"
 
 USAGE = """\
 usage: python -m tasks +task=PRESET [group=option ...] [key=value ...]
-       python -m tasks list [--json]
+       python -m tasks list [--problem TEXT] [--json]
+       python -m tasks --version
 
 Train, test and save a preset's model; everything is a Hydra override, e.g.
   python -m tasks +task=breast_cancer_mlp trainer.max_epochs=5 trainer=gpu
@@ -38,12 +39,66 @@ def _print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
     print()
 
 
-def print_listing(as_json: bool = False) -> None:
-    """Presets, tasks and datamodules with their origin, from package metadata only."""
+def version_line() -> str:
+    """``lightning-tasks X (python Y, torch Z, lightning W)`` from package metadata only."""
+    import platform
+    from importlib import metadata
+
+    from tasks import __version__
+
+    parts = [f"python {platform.python_version()}"]
+    for dist in ("torch", "lightning"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} not installed")
+    return f"lightning-tasks {__version__} ({', '.join(parts)})"
+
+
+def _list_options(args: list[str]) -> tuple[bool, str | None]:
+    """``--json`` and ``--problem TEXT`` (or ``--problem=TEXT``) of ``list``."""
+    from tasks.errors import ConfigError
+
+    as_json, problem, rest = False, None, list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--json":
+            as_json = True
+        elif arg == "--problem" and rest:
+            problem = rest.pop(0)
+        elif arg.startswith("--problem="):
+            problem = arg.partition("=")[2]
+        else:
+            raise ConfigError(
+                f"list: unknown option {arg!r}; use: python -m tasks list [--problem TEXT] [--json]"
+            )
+    return as_json, problem
+
+
+def _select_problem(presets: dict[str, dict[str, str]], problem: str) -> dict[str, Any]:
+    """The presets whose task (problem) or name contains ``problem`` (case-insensitive)."""
+    from tasks.errors import ConfigError
+
+    text = problem.lower().replace("-", "_").replace(" ", "_")
+    chosen = {n: p for n, p in presets.items() if text in p["task"].lower() or text in n.lower()}
+    if not chosen:
+        problems = sorted({p["task"] for p in presets.values() if p["task"]})
+        raise ConfigError(
+            f"list --problem {problem!r} matches no preset; problems: {', '.join(problems)}"
+        )
+    return chosen
+
+
+def print_listing(as_json: bool = False, problem: str | None = None) -> None:
+    """Presets (grouped by the problem their task solves), tasks and datamodules with their
+    origin, from package metadata and the preset files only."""
     from tasks.api import list_datamodules, list_presets, list_tasks
 
+    presets = list_presets()
+    if problem:
+        presets = _select_problem(presets, problem)
     listing: dict[str, Any] = {
-        "presets": list_presets(),
+        "presets": presets,
         "tasks": list_tasks(),
         "datamodules": list_datamodules(),
     }
@@ -52,10 +107,14 @@ def print_listing(as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(listing, indent=2))
         return
-    _print_table(
-        "Presets (python -m tasks +task=NAME):",
-        [(n, p["description"], p["origin"]) for n, p in listing["presets"].items()],
-    )
+    print("Presets (python -m tasks +task=NAME), by problem:\n")
+    for task in sorted({p["task"] for p in presets.values()}):
+        _print_table(
+            f"{task or 'no task named'}:",
+            [(n, p["description"], p["origin"]) for n, p in presets.items() if p["task"] == task],
+        )
+    if problem:
+        return
     _print_table(
         "Tasks (task._name_=NAME):",
         [(n, t["value"], t["origin"]) for n, t in listing["tasks"].items()],
@@ -114,20 +173,41 @@ def _route_lightning_logs_to_hydra() -> None:
                 lightning_logger.removeHandler(handler)
 
 
+def _closing_block(cfg: Any, summary: dict[str, Any]) -> list[str]:
+    """The end-of-run block, with the commands to predict with and to continue this run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from tasks._console import end_of_run, next_commands
+
+    commands: list[tuple[str, str]] = []
+    if summary.get("mode") == "train" and HydraConfig.initialized():
+        overrides = list(HydraConfig.get().overrides.task)
+        datamodule = cfg.get("datamodule") or {}
+        task_cls = _registry.load("task", str(cfg.task._name_))
+        generates = hasattr(task_cls, "generate_report")
+        commands = next_commands(summary, overrides, datamodule.get("path"), generates)
+    return end_of_run(summary, commands)
+
+
 def _run_job(cfg: Any) -> float | None:
-    """Hydra's job function: run, report user errors in one line, return the objective."""
+    """Hydra's job function: run, report user errors in one line, print the closing block,
+    return the objective."""
+    from tasks._console import say, setup_cli_output
     from tasks._runner import execute
 
     _route_lightning_logs_to_hydra()
+    setup_cli_output()
 
     try:
-        summary = execute(cfg)
+        summary = execute(cfg, console=True)
     except _user_error_types() as exc:
         from tasks.sweep import in_multirun
 
         if _full_error(cfg) or in_multirun():
             raise  # a sweep records the failed job and goes on with the next one
         _fail(exc)
+    for line in _closing_block(cfg, summary):
+        say(line)
     score = (summary.get("best_score") or {}).get("value")
     return score
 
@@ -135,12 +215,12 @@ def _run_job(cfg: Any) -> float | None:
 def _hydra_main() -> None:
     import hydra
 
-    from tasks._hydra import PRIMARY_CONFIG_MODULE, register_search_path_plugin
+    from tasks._hydra import primary_config_dir, register_search_path_plugin
 
     register_search_path_plugin()
-    hydra.main(
-        config_path=f"pkg://{PRIMARY_CONFIG_MODULE}", config_name="config", version_base="1.3"
-    )(_run_job)()
+    hydra.main(config_path=primary_config_dir(), config_name="config", version_base="1.3")(
+        _run_job
+    )()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -157,7 +237,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             sys.exit(2)
         if args[0] in ("list", "ls"):
-            print_listing(as_json="--json" in args[1:])
+            try:
+                print_listing(*_list_options(args[1:]))
+                sys.stdout.flush()
+            except BrokenPipeError:  # `list | head`: the reader has what it wanted
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
+        if args[0] in ("--version", "-V", "version") and len(args) == 1:
+            print(version_line())
             return
         if args[0] in ("help", "-h", "--help") and len(args) == 1:
             print(USAGE)

@@ -238,8 +238,13 @@ def _gather_in_input_order(outputs: dict[str, torch.Tensor], rows: int | None) -
     return {key: unshard(torch.stack([share[key] for share in shares]), rows) for key in outputs}
 
 
-def execute(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) -> dict[str, Any]:
-    """Run ``cfg`` (a composed config) and return the summary that is also saved as JSON."""
+def execute(
+    cfg: DictConfig, datamodule: L.LightningDataModule | None = None, *, console: bool = False
+) -> dict[str, Any]:
+    """Run ``cfg`` (a composed config) and return the summary that is also saved as JSON.
+
+    ``console``: the CLI prints its own closing block, so Lightning's test table is skipped.
+    """
     with warnings.catch_warnings():
         # The run directory is ours and fresh (Hydra's .hydra/ is already in it), and tasks
         # log per epoch, so these two Lightning warnings would only alarm users for nothing.
@@ -251,10 +256,37 @@ def execute(cfg: DictConfig, datamodule: L.LightningDataModule | None = None) ->
         )
         # tasks augment (and split step groups) in BaseTask.on_after_batch_transfer on purpose
         warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
-        return _execute(cfg, datamodule)
+        return _execute(cfg, datamodule, console)
 
 
-def _execute(cfg: DictConfig, datamodule: L.LightningDataModule | None) -> dict[str, Any]:
+def describe_device(trainer: L.Trainer, steps: int = 1) -> str:
+    """Where and how the run computes, in one line (instead of Lightning's availability
+    lines)."""
+    device = trainer.strategy.root_device
+    count = trainer.num_devices * trainer.num_nodes
+    where = f"{count} x {device.type}" if count > 1 else device.type
+    if device.type == "cuda":
+        where += f" ({torch.cuda.get_device_name(device)})"
+    text = f"device: {where}, precision {trainer.precision}"
+    if count > 1:
+        text += f", strategy {type(trainer.strategy).__name__}"
+    if steps > 1:
+        text += f", {steps} optimizer steps per Lightning step"
+    return text
+
+
+def _best_epoch(path: str | None) -> int | None:
+    """Epochs trained when the checkpoint at ``path`` was written (1-based)."""
+    if not path or not Path(path).is_file():
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    epoch = checkpoint.get("epoch")
+    return None if epoch is None else int(epoch) + 1
+
+
+def _execute(
+    cfg: DictConfig, datamodule: L.LightningDataModule | None, console: bool = False
+) -> dict[str, Any]:
     started = time.time()
     mode = cfg.get("mode", "train")
     if mode not in MODES:
@@ -280,8 +312,18 @@ def _execute(cfg: DictConfig, datamodule: L.LightningDataModule | None) -> dict[
         task_cls = _registry.load("task", task_name)
         task = task_cls.load_from_checkpoint(ckpt, map_location="cpu")
     trainer = build_trainer(cfg, output_dir)
+    steps = 1
     if mode == "train":
-        fused.configure(task, trainer, datamodule, cfg.get("steps_per_execution", "auto"))
+        steps = fused.configure(task, trainer, datamodule, cfg.get("steps_per_execution", "auto"))
+    if trainer.is_global_zero:
+        log.info(describe_device(trainer, steps))
+    if trainer.world_size > 1:  # each process says it joined (instead of Lightning's line)
+        log.info(
+            "process %d of %d (node %d)",
+            trainer.global_rank + 1,
+            trainer.world_size,
+            trainer.node_rank,
+        )
 
     summary: dict[str, Any] = {"preset": _preset_name(cfg), "mode": mode}
     artifacts: list[Path] = []
@@ -289,8 +331,9 @@ def _execute(cfg: DictConfig, datamodule: L.LightningDataModule | None) -> dict[
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt)
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         fit_metrics = _scalar_metrics(trainer.callback_metrics)
-        trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=True)
+        trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=not console)
         summary["best_checkpoint"] = best
+        summary["best_epoch"] = _best_epoch(best)
         if isinstance(trainer.checkpoint_callback, ModelCheckpoint):
             summary["last_checkpoint"] = trainer.checkpoint_callback.last_model_path or None
             score = trainer.checkpoint_callback.best_model_score
@@ -299,10 +342,14 @@ def _execute(cfg: DictConfig, datamodule: L.LightningDataModule | None) -> dict[
                 "value": float(score) if score is not None else None,
             }
         summary["epochs"] = trainer.current_epoch
+        summary["max_epochs"] = trainer.max_epochs
+        summary["stopped_early"] = bool(
+            trainer.max_epochs and 0 < trainer.current_epoch < trainer.max_epochs
+        )
         summary["global_step"] = trainer.global_step
         summary["fit_metrics"] = fit_metrics
     elif mode == "test":
-        trainer.test(task, datamodule=datamodule, verbose=True)
+        trainer.test(task, datamodule=datamodule, verbose=not console)
         summary["checkpoint"] = ckpt
     elif mode == "generate":
         summary["checkpoint"] = ckpt

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import lightning as L
+from lightning.pytorch.callbacks import ProgressBar, RichModelSummary, RichProgressBar
+from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
+from rich.progress import ProgressColumn
+from rich.text import Text
+from torch import Tensor, nn
+
+from tasks.fused import StepGroup
 
 
 class CompileModel(L.Callback):
@@ -25,3 +35,241 @@ class CompileModel(L.Callback):
         if stage == "fit" and network is not None and not getattr(network, "_compiled", False):
             network.compile(**self.options)
             network._compiled = True
+
+
+def _bookkeeping(module: nn.Module) -> bool:
+    """Metric objects and parameter-free losses: part of the task, not of the network."""
+    from torchmetrics import Metric, MetricCollection
+
+    return isinstance(module, (Metric, MetricCollection)) or (
+        isinstance(module, nn.modules.loss._Loss) and not any(True for _ in module.parameters())
+    )
+
+
+class _NetworkLayers(Summary):
+    """Lightning's summary without the metric and loss modules (and their children)."""
+
+    @property
+    def named_modules(self) -> list[tuple[str, nn.Module]]:
+        skipped: list[str] = []
+        kept = []
+        for name, module in super().named_modules:
+            if any(name.startswith(prefix + ".") for prefix in skipped):
+                continue
+            if _bookkeeping(module):
+                skipped.append(name)
+                continue
+            kept.append((name, module))
+        return kept
+
+
+class NetworkSummary(RichModelSummary):
+    """The network's layers, parameters and shapes (not the task's metric objects); a Rich
+    table on a terminal, a plain one elsewhere."""
+
+    def _summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Summary:
+        return _NetworkLayers(pl_module, max_depth=self._max_depth)
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        from tasks._console import is_terminal, say
+
+        if is_terminal():
+            RichModelSummary.summarize(
+                summary_data, total_parameters, trainable_parameters, model_size, *args, **kwargs
+            )
+            return
+        for line in plain_summary(summary_data, total_parameters, trainable_parameters, model_size):
+            say(line)
+
+
+#: Columns of Lightning's summary data shown in the plain table.
+_SUMMARY_COLUMNS = ("Name", "Type", "Params", "In sizes", "Out sizes")
+
+
+def plain_summary(
+    summary_data: list[tuple[str, list[str]]], total: int, trainable: int, size_mb: float
+) -> list[str]:
+    """Lightning's summary data as a plain table (for logs and pipes) and a parameter line."""
+    from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
+
+    columns = [(name, [str(v) for v in values]) for name, values in summary_data]
+    columns = [c for c in columns if c[0] in _SUMMARY_COLUMNS]
+    widths = [max(len(name), *(len(v) for v in values)) for name, values in columns]
+    rows = [[name for name, _ in columns], *zip(*(values for _, values in columns))]
+    lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(
+        f"parameters: {get_human_readable_count(trainable).strip()} trainable, "
+        f"{get_human_readable_count(total - trainable).strip()} frozen, {size_mb:.3g} MB"
+    )
+    return lines
+
+
+def batch_rows(batch: Any) -> int:
+    """Rows in a batch (tensor, tuple, dict) or in every batch of a step group."""
+    if isinstance(batch, StepGroup):
+        return sum(batch_rows(b) for b in batch)
+    if isinstance(batch, Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    values = batch.values() if isinstance(batch, dict) else batch
+    if isinstance(values, (list, tuple)) or isinstance(batch, dict):
+        for value in values:
+            rows = batch_rows(value)
+            if rows:
+                return rows
+    return 0
+
+
+def _batches(batch: Any) -> int:
+    return len(batch) if isinstance(batch, StepGroup) else 1
+
+
+def _loader_batches(loaders: Any, counted: float) -> float:
+    """Batches Lightning's count ``counted`` stands for: a loader that groups batches
+    (``num_batches`` > its length) yields groups, and Lightning counts groups."""
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) and len(loaders) == 1 else loaders
+    total = getattr(loader, "num_batches", None)
+    if total is None or counted == float("inf") or total <= counted:
+        return counted
+    return min(total, counted * getattr(loader, "group", 1))
+
+
+class _RowsPerSecond(ProgressColumn):
+    """Rows per second of the current bar (its ``rows`` field over its elapsed time)."""
+
+    def render(self, task: Any) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        rows = task.fields.get("rows", 0)
+        if not rows or not elapsed or elapsed < 0.05:  # too early for a meaningful rate
+            return Text("- rows/s", style="grey70")
+        return Text(f"{rows / elapsed:,.0f} rows/s", style="grey70")
+
+
+class BatchProgressBar(RichProgressBar):
+    """Lightning's Rich bar counting batches (a step group advances it by its batches) and
+    showing rows per second instead of Lightning steps per second."""
+
+    @property
+    def total_train_batches(self) -> float:
+        return _loader_batches(self.trainer.train_dataloader, super().total_train_batches)
+
+    @property
+    def total_val_batches_current_dataloader(self) -> float:
+        return _loader_batches(
+            self.trainer.val_dataloaders, super().total_val_batches_current_dataloader
+        )
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """Epochs counted from 1, as the epoch lines and the closing block count them."""
+        total = f"/{self.trainer.max_epochs}" if self.trainer.max_epochs else ""
+        return f"{f'Epoch {current_epoch + 1}{total}':<{len(self.validation_description)}}"
+
+    def configure_columns(self, trainer: L.Trainer) -> list:
+        return [*super().configure_columns(trainer)[:-1], _RowsPerSecond()]
+
+    def _advance(self, bar: Any, batch: Any) -> None:
+        if self.progress is None or not self.is_enabled or bar is None:
+            return
+        rows = (
+            self.progress.tasks[bar].fields.get("rows", 0) if bar < len(self.progress.tasks) else 0
+        )
+        self.progress.update(bar, advance=_batches(batch), rows=rows + batch_rows(batch))
+        self.refresh()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.update(self.train_progress_bar_id, completed=0, rows=0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()
+        self._advance(self.train_progress_bar_id, batch)
+        self._update_metrics(trainer, pl_module)
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:  # type: ignore[no-untyped-def]
+        if self.is_disabled:
+            return
+        bar = (
+            self.val_sanity_progress_bar_id if trainer.sanity_checking else self.val_progress_bar_id
+        )
+        self._advance(bar, batch)
+
+    def on_test_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:  # type: ignore[no-untyped-def]
+        if not self.is_disabled:
+            self._advance(self.test_progress_bar_id, batch)
+
+    def on_predict_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:  # type: ignore[no-untyped-def]
+        if not self.is_disabled:
+            self._advance(self.predict_progress_bar_id, batch)
+
+
+class EpochLines(ProgressBar):
+    """For logs, pipes and CI: one plain line per epoch (train loss, validation loss, the
+    main metric, seconds; ``best`` when the monitored score improved), nothing per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._started: float | None = None
+        self._best: Any = None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer, pl_module, trainer.current_epoch - 1)
+        self._started = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report(trainer, pl_module, trainer.current_epoch - 1)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exc: BaseException
+    ) -> None:
+        self._started = None
+
+    def _report(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+        """The line of the epoch that just ended (once: ``_started`` is cleared)."""
+        if self._started is None or not self._enabled or not trainer.is_global_zero:
+            return
+        seconds = time.perf_counter() - self._started
+        self._started = None
+        from tasks._console import say
+
+        metrics = trainer.callback_metrics
+        main = getattr(pl_module, "main_metric", "loss")
+        keys = ["train/loss", "val/loss"] + ([f"val/{main}"] if main != "loss" else [])
+        parts = [f"epoch {epoch + 1}" + (f"/{trainer.max_epochs}" if trainer.max_epochs else "")]
+        parts += [f"{key} {float(metrics[key]):.4g}" for key in keys if key in metrics]
+        parts.append(f"{seconds:.2f} s")
+        checkpoint = trainer.checkpoint_callback
+        score = getattr(checkpoint, "best_model_score", None)
+        if score is not None and (self._best is None or float(score) != self._best):
+            self._best = float(score)
+            parts.append("best")
+        say("  ".join(parts))
+
+
+def progress_bar(**rich_options: Any) -> ProgressBar:
+    """The Rich batch bar on a terminal; one line per epoch anywhere else."""
+    from tasks._console import is_terminal
+
+    return BatchProgressBar(**rich_options) if is_terminal() else EpochLines()

@@ -149,6 +149,8 @@ def configure(task: Any, trainer: Any, datamodule: Any, requested: Any = "auto")
         task.gradient_clip_val = float(trainer.gradient_clip_val)
         trainer.gradient_clip_val = None
     datamodule.steps_per_execution = steps
-    if steps > 1:
-        log.info("%d optimizer steps per Lightning step (steps_per_execution=%s)", steps, requested)
+    if steps > 1:  # the runner's device line says it too
+        log.debug(
+            "%d optimizer steps per Lightning step (steps_per_execution=%s)", steps, requested
+        )
     return steps

@@ -122,7 +122,7 @@ def test_two_node_torchrun_launch_on_one_machine(tmp_path):
     ]
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    assert "MEMBER: 1/2" in outputs[0] and "MEMBER: 2/2" in outputs[1]
+    assert "process 1 of 2 (node 0)" in outputs[0] and "process 2 of 2 (node 1)" in outputs[1]
     assert list(tmp_path.rglob("summary.json")) == [tmp_path / "run" / "summary.json"]
     confusion = pd.read_csv(tmp_path / "run" / "confusion_matrix.csv", index_col=0)
     assert int(confusion.to_numpy().sum()) == 114  # both nodes' test rows, once each
