@@ -37,7 +37,8 @@ def read_table(path: str | Path, option: str = "datamodule.path", **csv: Any) ->
                 frame = pd.read_parquet(file)
             except ImportError as exc:
                 raise DataError(
-                    f"{option}: reading Parquet needs pyarrow: pip install pyarrow ({exc})"
+                    f"{option}: reading Parquet needs pyarrow: "
+                    f'pip install "lightning-tasks[parquet]" ({exc})'
                 ) from exc
         else:
             sep = "\t" if ".tsv" in suffixes or ".tab" in suffixes else ","

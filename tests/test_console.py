@@ -183,7 +183,11 @@ def test_progress_bar_counts_batches_and_rows_of_step_groups():
     task, datamodule = _tabular(200)
     bar = BatchProgressBar(console_kwargs={"file": io.StringIO(), "force_terminal": True})
     trainer = L.Trainer(
-        max_epochs=1, logger=False, enable_checkpointing=False, callbacks=[bar], num_sanity_val_steps=0
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[bar],
+        num_sanity_val_steps=0,
     )
     assert fused.configure(task, trainer, datamodule, 4) == 4
     trainer.fit(task, datamodule=datamodule)

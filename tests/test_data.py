@@ -203,3 +203,18 @@ def test_predictions_decode_labels(table_csv):
     )
     assert list(frame["pred"]) == ["yes", "no"]
     assert list(frame.columns) == ["pred", "prob_no", "prob_yes"]
+
+
+def test_parquet_tables_read_like_csv(tmp_path):
+    """The ``parquet`` extra (pyarrow) is what ``datamodule.path=FILE.parquet`` needs."""
+    pytest.importorskip("pyarrow")
+    from datamodules._table_prep import read_table
+
+    frame = make_table(50)
+    frame.to_parquet(tmp_path / "table.parquet")
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    from_parquet = read_table(tmp_path / "table.parquet")
+    pd.testing.assert_frame_equal(from_parquet, read_table(tmp_path / "table.csv"))
+    datamodule = TabularDataModule(path=str(tmp_path / "table.parquet"), target="label")
+    datamodule.setup("fit")
+    assert sum(len(part[0]) for part in (datamodule.train_data, datamodule.val_data)) > 30
