@@ -220,13 +220,19 @@ class BatchProgressBar(RichProgressBar):
 
 class EpochLines(ProgressBar):
     """For logs, pipes and CI: one plain line per epoch (train loss, validation loss, the
-    main metric, seconds; ``best`` when the monitored score improved), nothing per batch."""
+    main metric, seconds; ``best`` when the monitored score improved). An epoch longer than
+    ``every`` seconds also gets an indented line about its progress every ``every`` seconds,
+    so a long first epoch is not silent.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, every: float = 60.0) -> None:
         super().__init__()
+        self.every = every
         self._enabled = True
         self._started: float | None = None
         self._best: Any = None
+        self._batches = self._rows = 0
+        self._said = 0.0
 
     def disable(self) -> None:
         self._enabled = False
@@ -236,7 +242,26 @@ class EpochLines(ProgressBar):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._report(trainer, pl_module, trainer.current_epoch - 1)
-        self._started = time.perf_counter()
+        self._started = self._said = time.perf_counter()
+        self._batches = self._rows = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        self._batches += _batches(batch)
+        self._rows += batch_rows(batch)
+        now = time.perf_counter()
+        if self._started is None or now - self._said < self.every or not self._enabled:
+            return
+        self._said = now
+        if trainer.is_global_zero:
+            from tasks._console import say
+
+            total = _loader_batches(trainer.train_dataloader, trainer.num_training_batches)
+            of = f"/{total:g}" if total != float("inf") else ""
+            rate = self._rows / (now - self._started)
+            say(
+                f"  epoch {trainer.current_epoch + 1}: {self._batches}{of} batches, "
+                f"{rate:,.0f} rows/s, {now - self._started:.0f} s"
+            )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._report(trainer, pl_module, trainer.current_epoch - 1)

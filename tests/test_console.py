@@ -200,6 +200,22 @@ def test_progress_bar_counts_batches_and_rows_of_step_groups():
     assert "rows/s" in rendered and "it/s" not in rendered
 
 
+def test_a_long_epoch_off_a_terminal_reports_its_progress(capsys):
+    from tasks.callbacks import EpochLines
+
+    task, datamodule = _tabular(200)
+    lines = EpochLines(every=0.0)  # every batch counts as "a while"
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, callbacks=[lines])
+    trainer.fit(task, datamodule=datamodule)
+    out = capsys.readouterr().out.splitlines()
+    epochs = [line for line in out if line.startswith("epoch ")]
+    progress = [line for line in out if line.startswith("  epoch 1: ")]
+    batches = datamodule.train_dataloader().num_batches
+    assert [e.split("  ")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert len(progress) == batches  # one per batch here, none with the default minute
+    assert progress[-1].startswith(f"  epoch 1: {batches}/{batches} batches, ")
+
+
 def test_batch_rows_counts_tuples_dicts_and_groups():
     import torch
 
