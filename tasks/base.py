@@ -26,6 +26,22 @@ STAGES = ("train", "val", "test")
 PLATEAU_MONITOR = "val/loss"
 
 
+def separate_states(metrics: MetricCollection) -> MetricCollection:
+    """``metrics`` with every metric keeping its own state.
+
+    torchmetrics' compute groups (on by default) merge metrics whose states are equal after
+    the first update and share one state from then on. Equal once is not equal always
+    (top-5 and macro accuracy agree on a perfect first batch), so a merged metric would
+    silently report another's value.
+    """
+    return MetricCollection(
+        dict(metrics.items(keep_base=True, copy_state=False)),
+        prefix=metrics.prefix,
+        postfix=metrics.postfix,
+        compute_groups=False,
+    )
+
+
 class BaseTask(L.LightningModule):
     """Shared machinery: hyperparameters, one step for every stage, optimizers by name.
 
@@ -75,11 +91,11 @@ class BaseTask(L.LightningModule):
         self.save_hyperparameters()
         self.model = self.configure_model()
         self.criterion = self.configure_loss()
-        metrics = self.configure_metrics()
+        metrics = separate_states(self.configure_metrics())
         # Training steps stay cheap: only the main metric (drawn in history.png) is tracked
         # while training, and training values are logged once per epoch, not every step.
         train = {name: metrics[name].clone() for name in metrics if name == self.main_metric}
-        self.train_metrics = MetricCollection(train, prefix="train/")
+        self.train_metrics = MetricCollection(train, prefix="train/", compute_groups=False)
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.val_metrics = metrics.clone(prefix="val/")
