@@ -14,7 +14,7 @@ import torch
 from pandas.tseries.frequencies import to_offset
 from torch import Tensor
 
-from datamodules._table_prep import check_frame, read_table, require_columns
+from datamodules._table_prep import DataWarning, check_frame, read_table, require_columns
 from datamodules.base import BaseDataModule, TensorLoader
 from tasks.errors import ConfigError, DataError, did_you_mean
 
@@ -522,6 +522,7 @@ class ForecastDataModule(BaseDataModule):
         values = self._transform_targets(data)
         if not self.fitted_state:
             self._fit_state(data, values[: bounds["train"][1]])
+            self._warn_constant_targets(data, values[: bounds["train"][1]])
         else:
             self._check_columns(data, "the data")
         self.series, self.target_series = self._scaled(data, values)
@@ -533,6 +534,20 @@ class ForecastDataModule(BaseDataModule):
                 raise DataError("no training window fits; use more data or smaller windows")
             if len(starts):
                 setattr(self, f"{split}_data", (torch.from_numpy(starts),))
+
+    def _warn_constant_targets(self, data: dict[str, Any], train: np.ndarray) -> None:
+        """A target that never changes in the training part has nothing to learn, and its
+        R^2 and skill scores are undefined (0/0): say so instead of reporting them."""
+        for j, name in enumerate(data["targets"]):
+            column = train[:, j]
+            column = column[np.isfinite(column)]
+            if len(column) and np.ptp(column) == 0:
+                message = (
+                    f"datamodule.target: {name!r} is constant ({column[0]:g}) in the training "
+                    "part: there is nothing to forecast, and R^2 and skill scores are undefined"
+                )
+                self.data_warnings.append(message)
+                warnings.warn(message, DataWarning, stacklevel=3)
 
     def _check_columns(self, data: dict[str, Any], where: str) -> None:
         state = self.fitted_state

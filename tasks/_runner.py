@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import platform
 import time
@@ -21,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from tasks import _registry, fused
+from tasks._files import not_finite, write_json
 from tasks._plots import save_history_plot
 from tasks._ranks import unshard
 from tasks.errors import ConfigError, DataError, did_you_mean
@@ -214,7 +214,7 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 @rank_zero_only
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(path, data)
 
 
 @rank_zero_only
@@ -385,6 +385,14 @@ def _execute(
         baseline = _scalar_metrics({k: v for k, v in logged.items() if k.startswith("baseline/")})
         if baseline:
             summary["baseline"] = baseline
+        undefined = not_finite({**summary["metrics"], **baseline})
+        if undefined:  # e.g. a skill score against a baseline with zero error
+            summary["undefined_metrics"] = undefined
+            log.warning(
+                "%s came out NaN or infinite (undefined on this data): written as null in "
+                "summary.json",
+                ", ".join(undefined),
+            )
         notes = task.summary_notes()
         if notes:
             summary["notes"] = notes

@@ -19,6 +19,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from tasks._files import to_json, write_text_atomic
+
 ROW_FILE = "sweep_row.json"
 TABLE_FILE = "sweep_results.csv"
 
@@ -40,7 +42,10 @@ def write_table(sweep_dir: Path) -> Path | None:
     last = ["run_dir", "error"]
     middle = [c for c in frame.columns if c not in first + last]
     path = sweep_dir / TABLE_FILE
-    frame[first + middle + [c for c in last if c in frame]].to_csv(path, index=False)
+    # parallel jobs rebuild it as they finish: each replaces it whole, never half-written
+    write_text_atomic(
+        path, frame[first + middle + [c for c in last if c in frame]].to_csv(index=False)
+    )
     return path
 
 
@@ -71,7 +76,7 @@ class SweepResults(Callback):
         row["run_dir"] = str(run_dir)
         row["error"] = "" if row["status"] == "completed" else str(job_return._return_value)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ROW_FILE).write_text(json.dumps(row, default=str))
+        write_text_atomic(run_dir / ROW_FILE, to_json(row))
         write_table(run_dir.parent)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

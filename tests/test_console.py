@@ -304,3 +304,23 @@ def test_every_imported_distribution_is_declared():
     }
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
     assert "keras" not in json.dumps(project["optional-dependencies"]["test"])
+
+
+def test_json_files_are_strict_and_replace_atomically(tmp_path, monkeypatch):
+    from tasks import _files
+
+    path = tmp_path / "summary.json"
+    _files.write_json(path, {"metrics": {"test/skill": float("nan"), "test/r2": 0.5}})
+    text = path.read_text()
+    assert "NaN" not in text
+    assert json.loads(text) == {"metrics": {"test/skill": None, "test/r2": 0.5}}
+    assert _files.not_finite({"a": float("inf"), "b": 1.0, "c": float("nan")}) == ["a", "c"]
+
+    def full_disk(fd, *args):  # the disk fills while the new file is written
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_files.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        _files.write_json(path, {"metrics": {}})
+    assert json.loads(path.read_text())["metrics"]["test/r2"] == 0.5  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary left

@@ -368,3 +368,35 @@ def test_network_and_size_errors_are_named():
         Forecasting(num_inputs=2, num_targets=3)
     with pytest.raises(ConfigError, match=r"network_options do not fit network 'cnn'"):
         build_forecast_net("cnn", 1, 1, 1, 8, hidden_sizes=[4])
+
+
+def test_constant_target_is_named_and_its_undefined_scores_are_null(tmp_path):
+    """R^2 and skill are 0/0 on a series that never moves: a warning, null in strict JSON."""
+    from conftest import run_cli
+
+    steps = 24 * 21
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=steps, freq="h"),
+            "demand": np.full(steps, 5.0),
+            "temperature": np.sin(np.arange(steps) / 5),
+        }
+    )
+    frame.to_csv(tmp_path / "flat.csv", index=False)
+    result = run_cli(
+        "+task=forecast_csv",
+        f"datamodule.path={tmp_path / 'flat.csv'}",
+        "datamodule.target=demand",
+        "debug=tiny",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: datamodule.target: 'demand' is constant (5) in the training part" in (
+        result.stderr
+    )
+    text = (tmp_path / "run" / "summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert summary["metrics"]["test/skill"] is None
+    assert "test/skill" in summary["undefined_metrics"]
+    assert any("is constant" in w for w in summary["data_warnings"])

@@ -1,0 +1,56 @@
+"""Files the library writes: valid JSON (no NaN or infinity) and atomic replacement, so a
+crash or a full disk leaves the previous good file rather than a truncated one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in dicts, lists, tuples) replaced by None:
+    JSON has no such numbers, and ``json.dumps`` would write invalid ``NaN``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def not_finite(values: dict[str, Any]) -> list[str]:
+    """Keys whose value is a NaN or infinite float."""
+    return sorted(k for k, v in values.items() if isinstance(v, float) and not math.isfinite(v))
+
+
+def to_json(data: Any, **options: Any) -> str:
+    """Strict JSON text: non-finite floats become null; other objects their ``str``."""
+    return json.dumps(finite(data), allow_nan=False, default=str, **options)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, flush it to disk, then rename it
+    over ``path``: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented strict JSON (see :func:`to_json`), written atomically."""
+    write_text_atomic(path, to_json(data, indent=2) + "\n")
