@@ -55,15 +55,43 @@ def config_search_paths() -> list[tuple[str, str]]:
     return paths
 
 
+#: Folders this process claimed with ``${unique_dir:...}``, by the path asked for.
+_CLAIMED: dict[str, str] = {}
+
+
+def claim_new_dir(path: str) -> str:
+    """``path``, or ``path_2``, ``path_3``, ...: the first that does not exist yet, created
+    here (``mkdir`` is atomic), so runs started in the same second never share a folder.
+    Asking again in the same process returns the same folder."""
+    import os
+
+    if path in _CLAIMED:
+        return _CLAIMED[path]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    candidate, number = path, 1
+    while True:
+        try:
+            os.mkdir(candidate)
+            break
+        except FileExistsError:
+            number += 1
+            candidate = f"{path}_{number}"
+    _CLAIMED[path] = candidate
+    return candidate
+
+
 def register_resolvers() -> None:
     """``${direction:${monitor_mode}}``: ``maximize`` for ``max``, else ``minimize`` (sweepers
-    optimise the preset's monitored score in its own direction). Idempotent."""
+    optimise the preset's monitored score in its own direction); ``${unique_dir:PATH}``: see
+    :func:`claim_new_dir`. Idempotent."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("direction"):
         OmegaConf.register_new_resolver(
             "direction", lambda mode: "maximize" if str(mode) == "max" else "minimize"
         )
+    if not OmegaConf.has_resolver("unique_dir"):
+        OmegaConf.register_new_resolver("unique_dir", claim_new_dir)
 
 
 def register_search_path_plugin() -> None:

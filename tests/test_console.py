@@ -324,3 +324,41 @@ def test_json_files_are_strict_and_replace_atomically(tmp_path, monkeypatch):
         _files.write_json(path, {"metrics": {}})
     assert json.loads(path.read_text())["metrics"]["test/r2"] == 0.5  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary left
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    """The default run folder is claimed atomically: a second claim of the same date-time
+    (another process) gets a suffix; the same process asking again gets its own folder."""
+    from tasks import _hydra
+
+    wanted = str(tmp_path / "outputs" / "iris_mlp" / "2026-11-30_10-00-00")
+    assert _hydra.claim_new_dir(wanted) == wanted
+    assert _hydra.claim_new_dir(wanted) == wanted  # resolved twice in one run: one folder
+    monkeypatch.setattr(_hydra, "_CLAIMED", {})  # as another process would start
+    assert _hydra.claim_new_dir(wanted) == wanted + "_2"
+    monkeypatch.setattr(_hydra, "_CLAIMED", {})
+    assert _hydra.claim_new_dir(wanted) == wanted + "_3"
+    assert sorted(p.name for p in Path(wanted).parent.iterdir()) == [
+        "2026-11-30_10-00-00",
+        "2026-11-30_10-00-00_2",
+        "2026-11-30_10-00-00_3",
+    ]
+
+
+@pytest.mark.slow
+def test_three_cli_runs_started_together_write_three_folders(tmp_path):
+    args = [sys.executable, "-m", "tasks", "+task=iris_mlp", "debug=tiny"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    runs = [
+        subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0]
+    folders = {_run_folder(out) for out in outputs}
+    assert len(folders) == 3
+    for folder in folders:
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["output_dir"] == str(folder)
+        rows = (folder / "metrics.csv").read_text().splitlines()
+        assert len({len(r.split(",")) for r in rows}) == 1  # header and rows of one run
