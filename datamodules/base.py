@@ -75,6 +75,12 @@ class TensorLoader:
         _, world = self._world()
         return -(-n // world)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next permutation as epoch ``epoch`` (``seed + epoch``): called when each
+        training epoch starts (``tasks.callbacks.ResumeState``), so a run resumed at epoch k
+        shuffles as the uninterrupted run's epoch k did, not as epoch 0."""
+        self.epoch = int(epoch)
+
     @property
     def num_batches(self) -> int:
         """Batches per epoch (on this rank), whatever the grouping."""

@@ -20,9 +20,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from tasks import _registry, fused
-from tasks._files import not_finite, write_json
+from tasks._files import not_finite, write_json, write_text_atomic
 from tasks._plots import save_history_plot
 from tasks._ranks import unshard
+from tasks.callbacks import ResumeState
 from tasks.errors import ConfigError, DataError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
             loggers.append(instantiate(node, **extra))
         except Exception as exc:
             raise ConfigError(f"logger.{name} could not be built: {exc}") from exc
+    callbacks.append(ResumeState())  # resumed runs draw the numbers the uninterrupted one would
     return L.Trainer(
         **trainer_kwargs,
         callbacks=callbacks,
@@ -257,6 +259,26 @@ def execute(
         # tasks augment (and split step groups) in BaseTask.on_after_batch_transfer on purpose
         warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
         return _execute(cfg, datamodule, console)
+
+
+def _prepend_earlier_epochs(metrics_csv: Path, earlier_run: Path) -> None:
+    """A resumed run's ``metrics.csv`` (and so ``history.png``) covers the whole training:
+    the epochs before the resume come from the run folder the checkpoint is in (its training
+    rows only; its own test rows belong to that run)."""
+    import pandas as pd
+
+    earlier = earlier_run / "metrics.csv"
+    if not earlier.is_file() or earlier.resolve() == metrics_csv.resolve():
+        return
+    new, old = pd.read_csv(metrics_csv), pd.read_csv(earlier)
+    if "epoch" not in new or "epoch" not in old or new["epoch"].isna().all():
+        return
+    scored = [c for c in old.columns if c.startswith(("test/", "baseline/"))]
+    old = old[old[scored].isna().all(axis=1)] if scored else old
+    old = old[old["epoch"] < new["epoch"].min()]
+    if len(old):
+        merged = pd.concat([old, new], ignore_index=True)[list(dict.fromkeys([*new, *old]))]
+        write_text_atomic(metrics_csv, merged.to_csv(index=False))
 
 
 def describe_device(trainer: L.Trainer, steps: int = 1) -> str:
@@ -409,6 +431,8 @@ def _execute(
                 logger.save()
                 metrics_csv = Path(logger.log_dir) / "metrics.csv"
                 if metrics_csv.is_file():
+                    if mode == "train" and ckpt is not None:
+                        _prepend_earlier_epochs(metrics_csv, Path(ckpt).parent.parent)
                     artifacts.append(metrics_csv)
                     plot = save_history_plot(
                         metrics_csv, output_dir / "history.png", task.main_metric

@@ -298,3 +298,68 @@ def progress_bar(**rich_options: Any) -> ProgressBar:
     from tasks._console import is_terminal
 
     return BatchProgressBar(**rich_options) if is_terminal() else EpochLines()
+
+
+class ResumeState(L.Callback):
+    """A resumed run continues as the uninterrupted one would have: checkpoints carry the
+    random-number state (torch, CUDA, numpy, Python; one per rank), restored when the resumed
+    run's first epoch starts (dropout and augmentation draw the same numbers), and every
+    training epoch tells a loader with ``set_epoch`` which epoch it is (the same shuffle).
+    Added to every run by the runner."""
+
+    def __init__(self) -> None:
+        self._pending: list[dict[str, Any]] | None = None
+
+    @staticmethod
+    def _collect() -> dict[str, Any]:
+        import random
+
+        import numpy as np
+        import torch
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state: dict[str, Any] = {  # plain types and tensors: checkpoints load weights_only
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    @staticmethod
+    def _restore(state: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def state_dict(self) -> dict[str, Any]:
+        import torch.distributed as dist
+
+        state = self._collect()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            states: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(states, state)  # every rank saves, rank 0 writes
+            return {"ranks": states}
+        return {"ranks": [state]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict.get("ranks")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        if callable(getattr(loader, "set_epoch", None)):
+            loader.set_epoch(trainer.current_epoch)
+        if self._pending:
+            ranks, self._pending = self._pending, None
+            self._restore(
+                ranks[trainer.global_rank] if trainer.global_rank < len(ranks) else ranks[0]
+            )

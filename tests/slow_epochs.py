@@ -1,0 +1,16 @@
+"""A callback that makes every training epoch last a while (for tests that interrupt runs),
+loaded by import path: ``+callbacks.slow._target_=slow_epochs.SlowEpochs``."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+
+
+class SlowEpochs(L.Callback):
+    def __init__(self, seconds: float = 0.5) -> None:
+        self.seconds = seconds
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        time.sleep(self.seconds)  # before the checkpoints of the epoch are written
