@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tasks import _registry
-from tasks.errors import UserError
+from tasks.errors import RunInterrupted, UserError
 
 FULL_ERROR_ENV = "LIGHTNING_TASKS_FULL_ERROR"
 
@@ -189,6 +189,28 @@ def _closing_block(cfg: Any, summary: dict[str, Any]) -> list[str]:
     return end_of_run(summary, commands)
 
 
+def _interrupted_lines(cfg: Any, stop: RunInterrupted) -> list[str]:
+    """Where an interrupted run stands and the exact command that resumes it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from tasks._console import next_commands
+
+    summary = stop.summary
+    last = summary.get("last_checkpoint")
+    lines = [
+        f"interrupted by {stop.signal_name} after {summary.get('epochs')} epoch(s); "
+        f"partial summary: {summary.get('output_dir')}/summary.json"
+    ]
+    if not last:
+        lines.append("no checkpoint was written yet: nothing to resume from")
+        return lines
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    # no epoch count: the command resumes within the run's own epoch budget
+    for label, command in next_commands({"last_checkpoint": last}, overrides, None, False):
+        lines.append(f"{label}: {command}")
+    return lines
+
+
 def _run_job(cfg: Any) -> float | None:
     """Hydra's job function: run, report user errors in one line, print the closing block,
     return the objective."""
@@ -200,6 +222,10 @@ def _run_job(cfg: Any) -> float | None:
 
     try:
         summary = execute(cfg, console=True)
+    except RunInterrupted as stop:
+        for line in _interrupted_lines(cfg, stop):
+            say(line)
+        raise
     except _user_error_types() as exc:
         from tasks.sweep import in_multirun
 

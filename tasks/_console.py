@@ -115,13 +115,12 @@ def next_commands(
             commands.append(("predict", _quoted(args)))
     if last:
         epochs = int(summary.get("max_epochs") or summary.get("epochs") or 0)
-        kept = [o for o in kept if o.partition("=")[0].lstrip("+") != "trainer.max_epochs"]
-        args = ["python", "-m", "tasks", *kept, f"ckpt_path={last}"]
-        if summary.get("stopped_early") or not epochs:
-            commands.append(("resume", _quoted(args)))
-        else:
-            args.append(f"trainer.max_epochs={2 * epochs}")
-            commands.append(("continue", _quoted(args)))
+        if summary.get("stopped_early") or not epochs:  # within the run's own epoch budget
+            commands.append(("resume", _quoted([*base, f"ckpt_path={last}"])))
+        else:  # the budget was spent: as many epochs again
+            kept = [o for o in kept if o.partition("=")[0].lstrip("+") != "trainer.max_epochs"]
+            args = ["python", "-m", "tasks", *kept, f"ckpt_path={last}"]
+            commands.append(("continue", _quoted([*args, f"trainer.max_epochs={2 * epochs}"])))
     return commands
 
 

@@ -24,7 +24,7 @@ from tasks._files import not_finite, write_json, write_text_atomic
 from tasks._plots import save_history_plot
 from tasks._ranks import unshard
 from tasks.callbacks import ResumeState
-from tasks.errors import ConfigError, DataError, did_you_mean
+from tasks.errors import ConfigError, DataError, RunInterrupted, did_you_mean
 
 log = logging.getLogger(__name__)
 MODES = ("train", "test", "predict", "generate")
@@ -281,6 +281,44 @@ def _prepend_earlier_epochs(metrics_csv: Path, earlier_run: Path) -> None:
         write_text_atomic(metrics_csv, merged.to_csv(index=False))
 
 
+def _fit(
+    trainer: L.Trainer,
+    task: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    ckpt: str | None,
+    summary: dict[str, Any],
+    output_dir: Path,
+    started: float,
+) -> None:
+    """``trainer.fit``; on SIGINT or SIGTERM, a partial ``summary.json`` (status
+    ``interrupted``, the last checkpoint) and :class:`RunInterrupted` instead of Lightning's
+    exit (code 1 for Ctrl-C, and 0 for SIGTERM, which a scheduler would take for success)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if not trainer.interrupted:
+            raise
+        signal_name = "SIGTERM" if isinstance(exc, SIGTERMException) else "SIGINT"
+        callback = trainer.checkpoint_callback
+        last = getattr(callback, "last_model_path", "") or None
+        summary.update(
+            {
+                "status": "interrupted",
+                "signal": signal_name,
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "last_checkpoint": last if last and Path(last).is_file() else None,
+                "best_checkpoint": getattr(callback, "best_model_path", "") or None,
+                "output_dir": str(output_dir),
+                "wall_time_s": round(time.time() - started, 3),
+            }
+        )
+        _write_json(output_dir / "summary.json", summary)
+        raise RunInterrupted(signal_name, summary) from None
+
+
 def describe_device(trainer: L.Trainer, steps: int = 1) -> str:
     """Where and how the run computes, in one line (instead of Lightning's availability
     lines)."""
@@ -347,10 +385,10 @@ def _execute(
             trainer.node_rank,
         )
 
-    summary: dict[str, Any] = {"preset": _preset_name(cfg), "mode": mode}
+    summary: dict[str, Any] = {"preset": _preset_name(cfg), "mode": mode, "status": "running"}
     artifacts: list[Path] = []
     if mode == "train":
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt)
+        _fit(trainer, task, datamodule, ckpt, summary, output_dir, started)
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         fit_metrics = _scalar_metrics(trainer.callback_metrics)
         trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=not console)
@@ -450,6 +488,7 @@ def _execute(
             "task_class": f"{type(task).__module__}.{type(task).__qualname__}",
             "datamodule": dm_name,
             "seed": int(cfg.seed),
+            "status": "completed",
             "wall_time_s": round(time.time() - started, 3),
             "output_dir": str(output_dir),
             "artifacts": sorted(str(p) for p in artifacts),

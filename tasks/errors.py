@@ -53,3 +53,17 @@ class PluginVersionWarning(UserWarning):
 
 class PluginConflictWarning(UserWarning):
     """A plugin registers a name that a built-in already uses (the built-in keeps it)."""
+
+
+class RunInterrupted(SystemExit):
+    """Training stopped by SIGINT (Ctrl-C) or SIGTERM (what SLURM and Kubernetes send).
+
+    The exit code is the shell's for that signal (130, 143), never 0: a scheduler must not
+    take an interrupted run for a finished one. ``summary`` is what the partial
+    ``summary.json`` holds (its ``last_checkpoint`` is where to resume from).
+    """
+
+    def __init__(self, signal_name: str, summary: dict) -> None:
+        super().__init__(130 if signal_name == "SIGINT" else 143)
+        self.signal_name = signal_name
+        self.summary = summary

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -46,33 +47,40 @@ def _checkpoint_epoch(path: Path) -> int:
         return -1
 
 
-def _kill_after_epoch(tmp_path: Path, run_dir: str, epoch: int) -> int:
-    """Start the run, SIGKILL it once ``last.ckpt`` holds ``epoch``; the checkpoint's epoch."""
+def _signal_after_epoch(
+    tmp_path: Path, run_dir: str, epoch: int, signum: int = signal.SIGKILL
+) -> tuple[int, str]:
+    """Start the run, send ``signum`` once ``last.ckpt`` holds ``epoch``; the run's exit code
+    and output."""
     run = subprocess.Popen(
         [*RUN, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
         env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     last = tmp_path / run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
     try:
         while _checkpoint_epoch(last) < epoch:
-            assert run.poll() is None, "the run ended before it could be killed"
+            assert run.poll() is None, "the run ended before it could be stopped"
             assert time.monotonic() < deadline, "no checkpoint of that epoch in time"
             time.sleep(0.05)
-        os.kill(run.pid, signal.SIGKILL)
+        os.kill(run.pid, signum)
+        output = run.communicate(timeout=120)[0]
     finally:
+        run.kill()
         run.wait(timeout=60)
-    assert run.returncode == -signal.SIGKILL
-    return _checkpoint_epoch(last)
+    return run.returncode, output
 
 
 @pytest.mark.slow
 def test_a_killed_and_resumed_run_ends_as_the_uninterrupted_one(tmp_path):
     _run(tmp_path, "hydra.run.dir=whole")
-    saved = _kill_after_epoch(tmp_path, "killed", epoch=2)
+    code, _ = _signal_after_epoch(tmp_path, "killed", epoch=2)
+    assert code == -signal.SIGKILL
+    saved = _checkpoint_epoch(tmp_path / "killed" / "checkpoints" / "last.ckpt")
     assert 2 <= saved < 7  # killed in the middle of training
     _run(tmp_path, "ckpt_path=killed/checkpoints/last.ckpt", "hydra.run.dir=resumed")
 
@@ -90,3 +98,35 @@ def test_a_killed_and_resumed_run_ends_as_the_uninterrupted_one(tmp_path):
     expected = pd.read_csv(tmp_path / "whole" / "metrics.csv")
     assert sorted(history.dropna(subset=["val/loss"])["epoch"].unique()) == list(range(8))
     pd.testing.assert_frame_equal(history, expected, check_exact=False, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_stop_with_a_partial_summary_and_the_resume_command(
+    tmp_path, signum, code
+):
+    """What a scheduler (SIGTERM) or a person (Ctrl-C) gets: a non-zero exit, a summary
+    marked interrupted, the last checkpoint kept, and a resume command that works."""
+    returncode, output = _signal_after_epoch(tmp_path, "stopped", epoch=1, signum=signum)
+    assert returncode == code, output[-3000:]
+    name = signal.Signals(signum).name
+    assert f"interrupted by {name} after " in output
+    summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == name
+    last = Path(summary["last_checkpoint"])
+    assert last == tmp_path / "stopped" / "checkpoints" / "last.ckpt" and last.is_file()
+
+    resume = next(line for line in output.splitlines() if line.startswith("resume: "))
+    args = shlex.split(resume.removeprefix("resume: "))
+    assert f"ckpt_path={last}" in args and "hydra.run.dir=stopped" not in args
+    finished = subprocess.run(
+        [sys.executable, *args[1:]], cwd=tmp_path, env=_env(), capture_output=True, text=True
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    folder = next(
+        line.removeprefix("run folder: ")
+        for line in finished.stdout.splitlines()
+        if line.startswith("run folder: ")
+    )
+    resumed = json.loads((Path(folder) / "summary.json").read_text())
+    assert resumed["status"] == "completed" and resumed["epochs"] == 8
