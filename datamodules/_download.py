@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from tasks.errors import DataError
 
@@ -24,20 +27,31 @@ def md5sum(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _open_url(url: str) -> BinaryIO:
+    """The response to ``url``, read as a file (the seam tests replace to fake a mirror)."""
+    return urllib.request.urlopen(url, timeout=TIMEOUT_S)
+
+
 def _fetch_one(url: str, target: Path, md5: str | None) -> None:
-    """Download ``url`` to ``target`` through a temporary file: a file is either whole and
-    verified, or not there at all."""
-    partial = target.with_name(target.name + ".part")
+    """Download ``url`` to ``target`` through a temporary file of its own in the same
+    folder (parallel jobs downloading the same file never share one), flushed to disk and
+    then renamed: ``target`` is either whole and verified, or not there at all."""
+    fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(partial, "wb") as fh:
-            shutil.copyfileobj(response, fh, 1 << 20)
+        with os.fdopen(fd, "wb") as fh:
+            with _open_url(url) as response:
+                shutil.copyfileobj(response, fh, 1 << 20)
+            fh.flush()
+            os.fsync(fh.fileno())
         if md5 is not None:
-            got = md5sum(partial)
+            got = md5sum(Path(partial))
             if got != md5:
                 raise DataError(f"{url}: checksum mismatch (md5 {got}, expected {md5})")
+        os.chmod(partial, 0o644)  # mkstemp makes it private; a download is not
         os.replace(partial, target)
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
 
 
 def fetch(

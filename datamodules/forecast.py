@@ -27,6 +27,8 @@ CALENDAR = ("time_of_day", "day_of_week", "day_of_year", "month")
 MISSING = ("error", "ffill", "interpolate")
 SCALING = ("standard", "minmax", "none")
 DAY = pd.Timedelta(days=1)
+#: The UTC offset at the end of a time string (``Z``, ``+01:00``, ``-0500``).
+OFFSET = r"(Z|[+-]\d\d:?\d\d)\s*$"
 
 
 def _listed(values: Any, n: int = 5) -> str:
@@ -86,7 +88,9 @@ class ForecastDataModule(BaseDataModule):
     from the last ``lookback`` steps.
 
     **Time grid.** Times are parsed (datetimes, or integers for a plain step index) and
-    sorted. Duplicated times are an error naming them. The frequency is ``freq`` or is
+    sorted. Times whose UTC offset changes (daylight saving: ``+01:00``, then ``+02:00``)
+    are converted to UTC, with a data warning; naive times stay as they are. Duplicated
+    times are an error naming them. The frequency is ``freq`` or is
     inferred (pandas' ``infer_freq``, else the most common step); a time off that grid is
     an error. Missing times on the grid become missing rows.
 
@@ -133,7 +137,8 @@ class ForecastDataModule(BaseDataModule):
         lookback: Input steps per window.
         horizon: Steps forecast at once (direct multi-output).
         season: Season length of the seasonal naive baseline (default from ``freq``).
-        val_start: First timestamp of the validation period (else ``val_fraction``).
+        val_start: First timestamp of the validation period (else ``val_fraction``); one
+            without an offset is in the times' zone (UTC when their offsets were converted).
         test_start: First timestamp of the test period (else ``test_fraction``).
         scaling: ``standard``, ``minmax`` or ``none``.
         log_target: Model the log of the (positive) targets.
@@ -257,13 +262,40 @@ class ForecastDataModule(BaseDataModule):
             )
         return targets, covariates
 
+    def _parse_times(self, times: pd.Series, where: str) -> pd.Series:
+        """Datetimes; times whose UTC offset changes (daylight saving) become UTC, with a
+        data warning. Naive times, and times with one offset, are kept as they are."""
+        try:
+            return pd.to_datetime(times, errors="coerce")
+        except ValueError as exc:
+            if "timezone" not in str(exc).lower():
+                raise
+        parsed = pd.to_datetime(times, errors="coerce", utc=True)
+        if parsed.isna().any():
+            return parsed  # an error about those times follows; converting them is moot
+        offsets = times.astype(str).str.extract(OFFSET, expand=False).dropna().unique()
+        message = (
+            f"{where}: the time column {times.name!r} has several UTC offsets "
+            f"({_listed(sorted(offsets))}; daylight saving?); converted its times to UTC"
+        )
+        self.data_warnings.append(message)
+        warnings.warn(message, DataWarning, stacklevel=3)
+        return parsed
+
     def _grid(self, times: pd.Series, where: str) -> tuple[pd.Index, pd.Index, str | int]:
         """The parsed times (in file order), the regular grid they lie on, its frequency."""
         hp = self.hparams
         numeric = pd.api.types.is_numeric_dtype(times)
-        parsed = times if numeric else pd.to_datetime(times, errors="coerce")
+        parsed = times if numeric else self._parse_times(times, where)
         if parsed.isna().any():
             rows = np.flatnonzero(parsed.isna().to_numpy())
+            offset = times.astype(str).str.extract(OFFSET, expand=False).notna().to_numpy()
+            if (offset[rows] != offset[0]).all():  # pandas drops them when the first differs
+                raise DataError(
+                    f"{where}: the time column {times.name!r} mixes times with and without a "
+                    f"UTC offset (unlike the first time: rows {_listed(rows)}, e.g. "
+                    f"{times.iloc[rows[0]]!r}); give every time an offset, or none"
+                )
             raise DataError(
                 f"{where}: the time column has values that are not times in rows "
                 f"{_listed(rows)} (e.g. {times.iloc[rows[0]]!r}); fix or drop them"
@@ -421,6 +453,14 @@ class ForecastDataModule(BaseDataModule):
         def position(option: str) -> int:
             value = hp[option]
             stamp = value if isinstance(time[0], (int, np.integer)) else pd.Timestamp(value)
+            zone = getattr(time, "tz", None)
+            if isinstance(stamp, pd.Timestamp) and (stamp.tzinfo is None) != (zone is None):
+                if zone is None:
+                    raise ConfigError(
+                        f"datamodule.{option}={value!r} has a UTC offset but the times have "
+                        "none; leave the offset out"
+                    )
+                stamp = stamp.tz_localize(zone)  # the times' own zone (UTC once converted)
             found = int(time.searchsorted(stamp))
             if not 0 < found < n:
                 raise ConfigError(

@@ -3,9 +3,11 @@ arrays from Python, the bundled GunPoint data, and the reference anomaly curves.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,9 +15,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from datamodules._table_prep import DataWarning, read_table
+from datamodules._table_prep import DataWarning, check_frame, read_table
 from datamodules.base import BaseDataModule, class_predictions, split_indices
 from tasks.errors import ConfigError, DataError, did_you_mean
+
+log = logging.getLogger(__name__)
 
 LAYOUTS = ("label_first", "columns")
 NORMALIZE = ("global", "per_sequence", "none")
@@ -50,11 +54,23 @@ class SequenceDataModule(BaseDataModule):
     column). With ``channels=C`` the value columns are C blocks of equal length,
     channel after channel (``a_t0..a_tN, b_t0..b_tN``).
 
+    **Header** (``label_first`` CSV files): real UCR files have none. ``header=auto``
+    reads the first line as data when its values (every field after the label) are
+    numbers, unless they are step numbers (``0, 1, 2, ...``); the choice is logged. A
+    header that looks like data (``label,0.5,1.0``) then shows as a lone word among the
+    labels, an error that points to ``header=true``. Errors name file lines (line 1 is
+    the first line of the file).
+
+    **Labels** that are numbers except for a few rows (under 5%, or at most 2 rows) are
+    an error naming those values and lines: a typo would otherwise become a class.
+
     Args:
         path: Labelled sequences file.
         dataset: A bundled set instead of ``path``.
         arrays: ``(x, y)`` numpy arrays instead of ``path`` (Python only; not saved).
         layout: ``label_first`` or ``columns``.
+        header: Whether the first line of a ``label_first`` CSV file names the columns:
+            ``auto`` (detect it), ``true`` or ``false``. ``columns`` files need one.
         target: Label column for ``layout=columns``.
         features: Value columns for ``layout=columns`` (default: all but the target).
         channels: Values per time step.
@@ -75,6 +91,7 @@ class SequenceDataModule(BaseDataModule):
         dataset: str | None = None,
         arrays: tuple[np.ndarray, np.ndarray] | None = None,
         layout: str = "label_first",
+        header: bool | str = "auto",
         target: str | None = None,
         features: Sequence[str] | None = None,
         channels: int = 1,
@@ -114,6 +131,16 @@ class SequenceDataModule(BaseDataModule):
         ):
             if value not in allowed:
                 raise ConfigError(f"datamodule.{name}={value!r}; expected one of {allowed}")
+        if not (isinstance(header, bool) or header == "auto"):
+            raise ConfigError(
+                f"datamodule.header={header!r}; expected auto, true (the first line names "
+                "the columns) or false (it is data)"
+            )
+        if layout == "columns" and header is False:
+            raise ConfigError(
+                "datamodule.header=false needs datamodule.layout=label_first: the columns "
+                "layout finds its columns by name"
+            )
         if layout == "columns" and path is not None and not target:
             raise ConfigError("layout=columns needs datamodule.target=LABEL_COLUMN")
         if channels < 1:
@@ -126,7 +153,7 @@ class SequenceDataModule(BaseDataModule):
         """``{"train": (x, labels), "test": ...}`` for subclasses that make their own data."""
         raise NotImplementedError
 
-    def _shape(self, values: np.ndarray, where: str) -> np.ndarray:
+    def _shape(self, values: np.ndarray, where: str, first_line: int | None = None) -> np.ndarray:
         hp = self.hparams
         values = np.asarray(values, dtype=np.float64)
         if values.ndim == 2:
@@ -144,19 +171,57 @@ class SequenceDataModule(BaseDataModule):
             if hp.nan == "error":
                 rows = np.flatnonzero(np.isnan(values).any(axis=(1, 2)))
                 raise DataError(
-                    f"{where}: {len(rows)} sequence(s) contain NaN (first rows: "
-                    f"{rows[:5].tolist()}); fill them, or set datamodule.nan=interpolate "
+                    f"{where}: {len(rows)} sequence(s) contain NaN (first "
+                    f"{_at(rows, first_line)}); fill them, or set datamodule.nan=interpolate "
                     "to fill gaps linearly"
                 )
             values = interpolate_gaps(values)
         return values
 
+    def _load(self, path: str, option: str) -> tuple[pd.DataFrame, str, int | None]:
+        """The table in ``path``, the ``where`` of its messages and the file line of its
+        first row (None for Parquet, whose rows are not lines)."""
+        hp = self.hparams
+        file = Path(path).expanduser()
+        where = f"{option} {str(file)!r}"
+        suffixes = [s.lower() for s in file.suffixes]
+        if ".parquet" in suffixes or ".pq" in suffixes:
+            return read_table(path, option), where, None
+        if hp.layout == "columns" or hp.header is True or not file.is_file():
+            return read_table(path, option), where, 2  # read_table names a missing file
+        sep = "\t" if ".tsv" in suffixes or ".tab" in suffixes else ","
+        header, reason, sep = _guess_header(file, sep)
+        if hp.header is False:
+            header = False
+        elif reason:  # else reading it fails with a message of its own
+            log.info(
+                "%s: %s (%s); set datamodule.header=%s",
+                where,
+                "line 1 is read as the header" if header else "read without a header",
+                reason,
+                "false if line 1 is data" if header else "true if line 1 names the columns",
+            )
+        if header:
+            return read_table(path, option), where, 2
+        try:  # not read_table: it checks the first line for duplicate column names
+            frame = pd.read_csv(file, sep=sep, header=None)
+        except pd.errors.EmptyDataError as exc:
+            raise DataError(f"{option}: {str(file)!r} is empty") from exc
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise DataError(f"{option}: {str(file)!r} is not a readable table: {exc}") from exc
+        check_frame(frame, where)
+        return frame, where, 1
+
     def _read(
-        self, source: Any, where: str, labelled: bool = True
+        self,
+        frame: pd.DataFrame,
+        where: str,
+        first_line: int | None = None,
+        labelled: bool = True,
+        check_labels: bool = True,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         hp = self.hparams
         # a row longer than the header is already a read error naming the line
-        frame = source if isinstance(source, pd.DataFrame) else read_table(source, where)
         if hp.layout == "label_first":
             labels = frame.iloc[:, 0] if labelled else None
             values = frame.iloc[:, 1:] if labelled else frame
@@ -177,17 +242,20 @@ class SequenceDataModule(BaseDataModule):
                 f"{where}: value columns {bad[:5]} are not numeric (is the layout right? "
                 f"datamodule.layout={hp.layout})"
             )
+        if labels is not None and check_labels:
+            _check_labels(labels, where, first_line, hp.header == "auto")
         array = values.to_numpy(dtype=np.float64)
         trailing = np.isnan(array[:, -1]) & ~np.isnan(array).all(axis=1)
         if trailing.any() and not np.isnan(array[:, -1]).all():
-            rows = np.flatnonzero(trailing)[:5].tolist()
+            rows = np.flatnonzero(trailing)[:5]
             lengths = (~np.isnan(array)).sum(axis=1)
             raise DataError(
-                f"{where}: ragged rows: row(s) {rows} are shorter "
+                f"{where}: ragged rows: {_at(rows, first_line)} are shorter "
                 f"({sorted(set(lengths[rows].tolist()))} values) than the longest "
                 f"({array.shape[1]}); sequences must have one length"
             )
-        return self._shape(array, where), None if labels is None else labels.to_numpy()
+        x = self._shape(array, where, first_line)
+        return x, None if labels is None else labels.to_numpy()
 
     def _raw(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         hp = self.hparams
@@ -205,11 +273,13 @@ class SequenceDataModule(BaseDataModule):
             out = {}
             for split, name in zip(("train", "test"), BUNDLED[hp.dataset]):
                 with resources.as_file(resources.files("datamodules") / "data" / name) as path:
-                    out[split] = self._read(pd.read_csv(path), f"datamodule.dataset={hp.dataset}")
+                    # the bundled files have a header line (see datamodules/data/README.md)
+                    frame = pd.read_csv(path)
+                out[split] = self._read(frame, f"datamodule.dataset={hp.dataset}", 2)
             return out
-        out = {"train": self._read(hp.path, "datamodule.path")}
+        out = {"train": self._read(*self._load(hp.path, "datamodule.path"))}
         if hp.test_path is not None:
-            out["test"] = self._read(hp.test_path, "datamodule.test_path")
+            out["test"] = self._read(*self._load(hp.test_path, "datamodule.test_path"))
         return out
 
     # -- state ---------------------------------------------------------------------------
@@ -311,7 +381,7 @@ class SequenceDataModule(BaseDataModule):
         if hp.predict_path is None:
             raise ConfigError("predicting needs datamodule.predict_path=FILE")
         self._require_fitted()
-        frame = read_table(hp.predict_path, "datamodule.predict_path")
+        frame, where, first_line = self._load(hp.predict_path, "datamodule.predict_path")
         expected = self.fitted_state["channels"] * self.fitted_state["steps"]
         labelled = frame.shape[1] == expected + 1
         if not labelled and frame.shape[1] != expected:
@@ -320,12 +390,99 @@ class SequenceDataModule(BaseDataModule):
                 DataWarning,
                 stacklevel=2,
             )
-        x, _ = self._read(frame, "datamodule.predict_path", labelled=labelled)
+        x, _ = self._read(frame, where, first_line, labelled=labelled, check_labels=False)
         self._check_steps(x, "datamodule.predict_path")
         self.predict_data = (self._transform(x),)
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
         return class_predictions(outputs, self.class_names, self.class_names)
+
+
+def _at(rows: Any, first_line: int | None, n: int = 5) -> str:
+    """``line(s) [...]`` of a file (``first_line`` is the line of row 0), else ``row(s)``."""
+    rows = [int(r) for r in list(rows)[:n]]
+    if first_line is None:
+        return f"row(s) {rows}"
+    return f"line(s) {[r + first_line for r in rows]}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _guess_header(file: Path, sep: str) -> tuple[bool, str, str]:
+    """Whether the first line of a ``label_first`` file is a header, why (empty when the
+    file cannot be read: read_table then says what is wrong with it), and the field
+    separator (``;``, tab or ``|`` when line 1 is one field holding it). Line 1 is data
+    when every field after the label is a number (blank: missing) and they are not step
+    numbers (``0, 1, 2, ...``). A header with other numeric names (``label,0.5,1.0``) is
+    caught by :func:`_check_labels` as a word among the labels."""
+
+    def first_line(sep: str) -> list[str]:
+        head = pd.read_csv(file, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
+        return [str(v).strip() for v in head.iloc[0].tolist()]
+
+    try:
+        first = first_line(sep)
+        other = next((c for c in ";\t|" if len(first) == 1 and c in first[0]), None)
+        if other is not None:
+            sep, first = other, first_line(other)
+    except (ValueError, OSError, IndexError):
+        return True, "", sep
+    values = [v for v in first[1:] if v]
+    if not values or not all(_is_number(v) for v in values):
+        return True, "its fields after the first are not all numbers", sep
+    if len(values) >= 3 and all(v.isdigit() for v in values):
+        steps = [int(v) for v in values]
+        if steps[0] in (0, 1) and steps == list(range(steps[0], steps[0] + len(steps))):
+            return True, "its fields are step numbers", sep
+    return False, "line 1 holds numbers", sep
+
+
+def _check_labels(labels: pd.Series, where: str, first_line: int | None, guessed: bool) -> None:
+    """Missing labels, and a few words among numeric labels (a typo, or a header read as
+    data), are errors naming their lines; labels that are all words are fine. ``guessed``:
+    the file was read without a header by ``header=auto``."""
+    labels = labels.reset_index(drop=True)
+    missing = labels.isna().to_numpy()
+    if missing.any():
+        raise DataError(
+            f"{where}: {int(missing.sum())} sequence(s) have no label "
+            f"({_at(np.flatnonzero(missing), first_line)}); add their labels or remove the rows"
+        )
+    if pd.api.types.is_numeric_dtype(labels):
+        return
+    guessed = guessed and first_line == 1
+    odd = pd.to_numeric(labels, errors="coerce").isna().to_numpy()
+    n_odd, n = int(odd.sum()), len(labels)
+    if not n_odd or n_odd >= n / 2 or (n_odd > 2 and n_odd >= 0.05 * n):
+        first = labels.iloc[0]
+        if guessed and odd[0] and n >= 4 and int((labels == first).sum()) == 1:  # "label,10,20,30"?
+            raise DataError(
+                f"{where}: line 1 holds the only {first!r} label; if line 1 names the "
+                "columns, set datamodule.header=true, else datamodule.header=false"
+            )
+        return  # no words, or so many that they are classes
+    rows = np.flatnonzero(odd)
+    by_value: dict[str, list[int]] = {}
+    for r in rows:
+        by_value.setdefault(str(labels.iloc[r]), []).append(int(r))
+    shown = ", ".join(
+        f"{value!r} on {_at(found, first_line, n=3)}" for value, found in list(by_value.items())[:5]
+    )
+    hint = (
+        "; if line 1 names the columns, set datamodule.header=true"
+        if guessed and rows[0] == 0
+        else ""
+    )
+    raise DataError(
+        f"{where}: the labels are numbers except {shown}{', ...' if len(by_value) > 5 else ''} "
+        f"({n_odd} of {n} rows); correct those labels or remove the rows{hint}"
+    )
 
 
 def _key(value: Any) -> Any:

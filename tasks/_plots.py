@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
+
+from tasks._files import write_text_atomic
 
 
 def _pyplot() -> Any:
@@ -71,27 +74,57 @@ def save_history_plot(metrics_csv: Path, path: Path, main_metric: str = "loss") 
     return path
 
 
+#: Classes drawn in ``confusion_matrix.png`` at most: beyond that, the most confused ones.
+CONFUSION_SHOWN = 30
+#: Largest side of the confusion matrix figure, in inches (at 110 dpi).
+CONFUSION_MAX_INCHES = 20.0
+
+
+def most_confused(counts: Any, n: int) -> list[int]:
+    """Indices (in class order) of the ``n`` classes with the most errors, as the true or
+    the predicted class; ties go to the classes with more rows."""
+    import numpy as np
+
+    counts = np.asarray(counts, dtype=np.int64)
+    errors = counts.sum(axis=1) + counts.sum(axis=0) - 2 * np.diag(counts)
+    ranked = np.lexsort((np.arange(len(counts)), -counts.sum(axis=1), -errors))
+    return sorted(int(i) for i in ranked[:n])
+
+
 def save_confusion_matrix(matrix: Any, class_names: list[str], output_dir: Path) -> list[Path]:
-    """``confusion_matrix.csv`` (rows true, columns predicted) and a matching PNG."""
+    """``confusion_matrix.csv`` (rows true, columns predicted; every class) and a matching
+    PNG; with more than :data:`CONFUSION_SHOWN` classes the PNG shows the most confused
+    ones (its title says so), so that its size stays bounded."""
     counts = [[int(v) for v in row] for row in matrix.tolist()]
     csv_path = output_dir / "confusion_matrix.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["true \\ predicted", *class_names])
-        for name, row in zip(class_names, counts):
-            writer.writerow([name, *row])
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["true \\ predicted", *class_names])
+    for name, row in zip(class_names, counts):
+        writer.writerow([name, *row])
+    write_text_atomic(csv_path, text.getvalue())
+    title = "Confusion matrix (test)"
+    if len(class_names) > CONFUSION_SHOWN:
+        keep = most_confused(counts, CONFUSION_SHOWN)
+        counts = [[counts[i][j] for j in keep] for i in keep]
+        title = (
+            f"Confusion matrix (test): the {len(keep)} most confused of {len(class_names)} "
+            "classes\n(all classes in confusion_matrix.csv)"
+        )
+        class_names = [class_names[i] for i in keep]
+    labels = [n if len(n) <= 24 else n[:23] + "\u2026" for n in class_names]
     plt = _pyplot()
-    size = max(4.0, 0.55 * len(class_names) + 2.5)
+    size = min(CONFUSION_MAX_INCHES, max(4.0, 0.55 * len(labels) + 2.5))
     fig, ax = plt.subplots(figsize=(size, size))
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    ticks = range(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
-    ax.set_yticks(ticks, class_names)
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     peak = max((max(r) for r in counts), default=0)
-    if len(class_names) <= 20:
+    if len(labels) <= 20:
         for i, row in enumerate(counts):
             for j, value in enumerate(row):
                 ax.text(
@@ -102,7 +135,7 @@ def save_confusion_matrix(matrix: Any, class_names: list[str], output_dir: Path)
                     va="center",
                     color="white" if value > peak / 2 else "black",
                 )
-    ax.set_title("Confusion matrix (test)")
+    ax.set_title(title)
     fig.tight_layout()
     png_path = output_dir / "confusion_matrix.png"
     fig.savefig(png_path, dpi=110)

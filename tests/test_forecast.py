@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_demand_csv
+from conftest import run_cli, write_demand_csv
 
+from datamodules._table_prep import DataWarning
 from datamodules.forecast import (
     ForecastDataModule,
     SyntheticDemandDataModule,
@@ -66,6 +67,52 @@ def test_unreadable_times_name_their_rows(tmp_path):
     frame.loc[3, "when"] = "not a time"
     with pytest.raises(DataError, match=r"rows 3 \(e.g. 'not a time'\)"):
         datamodule(frame, tmp_path).setup("fit")
+
+
+def berlin(steps: int = 24 * 14) -> pd.DataFrame:
+    """Hourly local times across the switch to summer time (2024-03-31): +01:00, +02:00."""
+    frame = hourly(steps)
+    local = pd.date_range("2024-03-25", periods=steps, freq="h", tz="Europe/Berlin")
+    frame["when"] = [t.isoformat() for t in local]
+    return frame
+
+
+def test_daylight_saving_offsets_become_utc_with_a_warning(tmp_path):
+    frame = berlin()
+    assert frame["when"].iloc[145:147].tolist() == [
+        "2024-03-31T01:00:00+01:00",
+        "2024-03-31T03:00:00+02:00",
+    ]
+    dm = datamodule(frame, tmp_path, val_start="2024-04-04 00:00")
+    with pytest.warns(DataWarning, match="converted its times to UTC"):
+        dm.setup("fit")
+    assert dm.data_warnings == [
+        "datamodule.path: the time column 'when' has several UTC offsets (+01:00, +02:00; "
+        "daylight saving?); converted its times to UTC"
+    ]
+    assert str(dm.time.tz) == "UTC" and len(dm.time) == len(frame)  # one grid, no gap
+    assert dm.time[0] == pd.Timestamp("2024-03-24 23:00", tz="UTC")
+    assert dm.bounds["val"][0] == 24 * 10 + 1  # a naive val_start is read in UTC
+    naive = datamodule(hourly(), tmp_path)
+    naive.setup("fit")
+    assert naive.time.tz is None and not naive.data_warnings
+
+
+def test_times_with_and_without_an_offset_are_one_line_in_the_cli(tmp_path):
+    frame = berlin()
+    frame.loc[5, "when"] = "2024-03-25 05:00"
+    with pytest.raises(DataError, match=r"mixes times with and without a UTC offset .*rows 5"):
+        datamodule(frame, tmp_path).setup("fit")
+    frame.to_csv(tmp_path / "mixed.csv", index=False)
+    result = run_cli(
+        "+task=forecast_csv",
+        f"datamodule.path={tmp_path / 'mixed.csv'}",
+        "datamodule.target=load",
+        "debug=tiny",
+        f"hydra.run.dir={tmp_path}/run",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error: datamodule.path: the time column 'when' mixes times with and" in result.stderr
 
 
 def test_missing_times_and_nans_follow_the_policy(tmp_path):

@@ -4,6 +4,7 @@ folders with bad files, batch-wise augmentation, fine-tuning switches, run artef
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import threading
 import warnings
@@ -65,6 +66,68 @@ def test_a_download_with_the_wrong_checksum_is_not_kept(mirror, tmp_path, monkey
         dm.prepare_data()
     assert f"Put the file in {tmp_path / 'data' / 'mnist'}" in str(info.value)
     assert not list((tmp_path / "data" / "mnist").glob("train-images*"))  # no partial file
+
+
+class FakeResponse:
+    """An HTTP response read in two halves; ``between`` runs after the first half."""
+
+    def __init__(self, payload: bytes, between=None, fail: bool = False):
+        self.parts = [payload[: len(payload) // 2], payload[len(payload) // 2 :]]
+        self.between, self.fail = between, fail
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self, size=-1):
+        if not self.parts:
+            return b""
+        part = self.parts.pop(0)
+        if len(self.parts) == 0 and self.between is not None:
+            self.between()
+        if len(self.parts) == 0 and self.fail:
+            raise ConnectionResetError("connection reset by peer")
+        return part
+
+
+def test_parallel_downloads_into_one_folder_do_not_collide(tmp_path, monkeypatch):
+    from datamodules import _download
+    from datamodules._download import fetch
+
+    payload = bytes(range(256)) * 4000
+    md5 = hashlib.md5(payload).hexdigest()
+    folder = tmp_path / "data"
+
+    def second_job():  # another sweep job fetches the same file while the first is writing
+        _download._fetch_one("http://mirror/f.bin", folder / "f.bin", md5)
+        finished.append("second job")
+
+    finished: list[str] = []
+    responses = iter([FakeResponse(payload, between=second_job), FakeResponse(payload)])
+    monkeypatch.setattr(_download, "_open_url", lambda url: next(responses))
+    assert fetch("f.bin", folder, ["http://mirror/"], md5) == folder / "f.bin"
+    assert finished == ["second job"]  # and the first one returned its path
+    assert (folder / "f.bin").read_bytes() == payload
+    assert [p.name for p in folder.iterdir()] == ["f.bin"]  # no temporary file left
+
+
+def test_a_broken_or_wrong_download_leaves_no_file(tmp_path, monkeypatch):
+    from datamodules import _download
+    from datamodules._download import fetch
+
+    payload = b"x" * 1000
+    folder = tmp_path / "data"
+    broken = FakeResponse(payload, fail=True)
+    monkeypatch.setattr(_download, "_open_url", lambda url: broken)
+    with pytest.raises(DataError, match="Download failed: http://mirror/f.bin: connection reset"):
+        fetch("f.bin", folder, ["http://mirror/"], None)
+    assert list(folder.iterdir()) == []
+    monkeypatch.setattr(_download, "_open_url", lambda url: FakeResponse(payload))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        fetch("f.bin", folder, ["http://mirror/"], "0" * 32)
+    assert list(folder.iterdir()) == []
 
 
 def test_offline_without_files_says_where_they_go(tmp_path):

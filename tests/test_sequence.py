@@ -3,9 +3,12 @@ bad input, the reference networks, run artefacts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from datamodules.sequence import CurvesDataModule, SequenceDataModule, interpolate_gaps
 from tasks.api import compose, run
@@ -99,7 +102,7 @@ def test_nan_policy_and_ragged_rows(tmp_path):
     assert not torch.isnan(dm.train_data[0]).any()
     assert np.allclose(interpolate_gaps(np.array([[np.nan, 1.0, np.nan, 3.0]])), [[1, 1, 2, 3]])
     ragged = _ucr(tmp_path, ["label,t0,t1,t2", "a,1,2,3", "b,1,2", "a,1,2,3", "b,4,5,6"], "r.csv")
-    with pytest.raises(DataError, match=r"ragged rows: row\(s\) \[1\] are shorter"):
+    with pytest.raises(DataError, match=r"ragged rows: line\(s\) \[3\] are shorter"):
         SequenceDataModule(path=ragged).setup("fit")
     longer = _ucr(tmp_path, ["label,t0,t1", "a,1,2", "b,1,2,3,4"], "l.csv")
     with pytest.raises(
@@ -174,3 +177,99 @@ def test_sequence_augmentation_only_reverses_or_negates_during_training():
     assert task.on_after_batch_transfer(batch, 0) is batch  # no trainer: evaluation untouched
     with pytest.raises(ConfigError, match=r"unknown keys \['flip'\]"):
         SequenceClassification(augment={"flip": True})
+
+
+def _headerless(tmp_path, n=20, name="ucr.csv", edit=None, repeats=True):
+    """A real UCR file: no header, numeric labels 1/2, values with repeats in line 1."""
+    x, y = _table(n=n, steps=6)
+    if repeats:  # as a header they would be duplicate column names
+        x[0, :3] = 0.0
+    rows = [f"{k + 1}," + ",".join(f"{v:g}" for v in r) for r, k in zip(x, y)]
+    for line, text in (edit or {}).items():
+        rows[line - 1] = text
+    return _ucr(tmp_path, rows, name)
+
+
+def _sequences(dm) -> int:
+    return sum(len(d[1]) for d in (dm.train_data, dm.val_data, dm.test_data) if d is not None)
+
+
+def test_a_headerless_ucr_file_keeps_its_first_sequence_and_says_so(tmp_path, caplog):
+    path = _headerless(tmp_path)
+    with caplog.at_level("INFO", logger="datamodules.sequence"):
+        dm = SequenceDataModule(path=path, val_fraction=0.2, test_fraction=0.2)
+        dm.setup("fit")
+    assert _sequences(dm) == 20
+    assert dm.class_names == ["1", "2"]
+    assert "read without a header (line 1 holds numbers)" in caplog.text
+    path = _headerless(tmp_path, name="plain.csv", repeats=False)
+    explicit = SequenceDataModule(path=path, header=True, val_fraction=0.2, test_fraction=0.2)
+    explicit.setup("fit")  # header=true: line 1 is taken as the column names
+    assert _sequences(explicit) == 19
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text(Path(path).read_text().replace(",", ";"))
+    for header in ("auto", False):
+        dm = SequenceDataModule(path=str(semicolons), header=header, test_fraction=0.2)
+        dm.setup("fit")
+        assert _sequences(dm) == 20
+    # a headerless file to predict, without labels, keeps its first sequence too
+    x, _ = _table(n=4, steps=6)
+    unlabelled = _ucr(tmp_path, [",".join(f"{v:g}" for v in r) for r in x], "new.csv")
+    dm = SequenceDataModule(path=path, predict_path=unlabelled)
+    dm.setup("fit")
+    dm.setup("predict")
+    assert dm.predict_data[0].shape == (4, 1, 6)
+
+
+def test_header_detection_and_file_line_numbers(tmp_path, caplog):
+    steps = ["label,0,1,2,3,4,5"] + [f"{k % 2},1,2,3,4,5,{k}" for k in range(10)]
+    with caplog.at_level("INFO", logger="datamodules.sequence"):
+        dm = SequenceDataModule(path=_ucr(tmp_path, steps, "steps.csv"))
+        dm.setup("fit")
+    assert "line 1 is read as the header (its fields are step numbers)" in caplog.text
+    assert dm.data_facts()["seq_len"] == 6
+    gap = _headerless(tmp_path, name="gap.csv", edit={5: "1,0.1,,0.3,0.4,0.5,0.6"})
+    with pytest.raises(DataError, match=r"1 sequence\(s\) contain NaN \(first line\(s\) \[5\]\)"):
+        SequenceDataModule(path=gap).setup("fit")
+    short = _headerless(tmp_path, name="short.csv", edit={7: "2,1,2,3"})
+    with pytest.raises(DataError, match=r"short.csv': ragged rows: line\(s\) \[7\] are shorter"):
+        SequenceDataModule(path=short).setup("fit")
+    with pytest.raises(ConfigError, match="datamodule.header='yes'; expected auto, true"):
+        SequenceDataModule(path="x.csv", header="yes")
+    with pytest.raises(ConfigError, match="header=false needs datamodule.layout=label_first"):
+        SequenceDataModule(path="x.csv", layout="columns", target="y", header=False)
+
+
+def test_a_word_among_numeric_labels_is_named_with_its_line(tmp_path):
+    typo = _headerless(tmp_path, name="typo.csv", edit={9: "abc,1,2,3,4,5,6"})
+    with pytest.raises(
+        DataError,
+        match=r"the labels are numbers except 'abc' on line\(s\) \[9\] \(1 of 20 rows\); "
+        "correct those labels or remove the rows$",
+    ):
+        SequenceDataModule(path=typo).setup("fit")
+    first = _headerless(tmp_path, name="first.csv", edit={1: "abc,0.5,2,3,4,5,6"})
+    with pytest.raises(DataError, match=r"\[1\] .*if line 1 names the columns, set datamodule"):
+        SequenceDataModule(path=first).setup("fit")
+    named = _ucr(tmp_path, ["label,10,20,30"] + ["up,1,2,3", "down,3,2,1"] * 5, "named.csv")
+    with pytest.raises(DataError, match="line 1 holds the only 'label' label; if line 1 names"):
+        SequenceDataModule(path=named).setup("fit")
+    dm = SequenceDataModule(path=named, header=True)
+    dm.setup("fit")
+    assert dm.class_names == ["down", "up"]
+    unlabelled = _headerless(tmp_path, name="nolabel.csv", edit={4: ",1,2,3,4,5,6"})
+    with pytest.raises(DataError, match=r"1 sequence\(s\) have no label \(line\(s\) \[4\]\)"):
+        SequenceDataModule(path=unlabelled).setup("fit")
+
+
+def test_a_word_among_numeric_labels_ends_the_cli_with_one_line(tmp_path):
+    typo = _headerless(tmp_path, n=40, name="typo.csv", edit={31: "abc,1,2,3,4,5,6"})
+    result = run_cli(
+        "+task=sequence_classification",
+        f"datamodule.path={typo}",
+        "debug=tiny",
+        f"hydra.run.dir={tmp_path}/run",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error: datamodule.path" in result.stderr
+    assert "labels are numbers except 'abc' on line(s) [31] (1 of 40 rows)" in result.stderr
