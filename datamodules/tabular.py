@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
@@ -17,16 +18,21 @@ from datamodules._table_prep import (
     TRANSFORMS,
     DataWarning,
     TablePreprocessor,
+    check_finite,
     check_frame,
     data_check,
     missing_column_error,
     read_table,
     resolve_column_types,
+    rows_text,
 )
 from datamodules.base import BaseDataModule, class_predictions, split_indices
 from tasks.errors import ConfigError, DataError, did_you_mean
 
 PROBLEMS = ("classification", "regression")
+TARGET_REQUIRED = (
+    "datamodule.target is required: name the label column, e.g. datamodule.target=label"
+)
 
 
 def _sklearn(loader: str) -> Callable[[], pd.DataFrame]:
@@ -101,7 +107,12 @@ class TabularDataModule(BaseDataModule):
         numeric_transform: ``none``, or ``log1p`` for numeric columns that are non-negative in
             the training split (heavy-tailed counts and frequencies), before standardising.
         test_path: Optional separate test file (then only train/val are split from ``path``).
-        predict_path: File to predict (needs the training feature columns).
+        predict_path: File to predict (needs the training feature columns). Predicting
+            needs only this and the checkpoint: ``path`` and ``target`` may be left unset.
+        sep: Field separator of every CSV file of this datamodule (``tab``, ``';'``, ...);
+            default ``,`` (tab for ``.tsv``), and a file whose header splits only at ``;``,
+            tab or ``|`` is read with that separator, with a warning.
+        encoding: Text encoding of every CSV file of this datamodule, e.g. ``latin-1``.
         **kwargs: Loader and split settings of :class:`~datamodules.base.BaseDataModule`.
     """
 
@@ -122,6 +133,8 @@ class TabularDataModule(BaseDataModule):
         numeric_transform: str = "none",
         test_path: str | None = None,
         predict_path: str | None = None,
+        sep: str | None = None,
+        encoding: str = "utf-8",
         **kwargs: Any,
     ) -> None:
         sources = [
@@ -130,19 +143,21 @@ class TabularDataModule(BaseDataModule):
             if v is not None
         ]
         own_table = self._overrides("load_frame")
-        if len(sources) != 1 and not (own_table and not sources):
+        # predicting reads only predict_path (the preprocessing comes from the checkpoint),
+        # so path and target are checked when training or testing needs them, in setup
+        predicting = predict_path is not None
+        if len(sources) > 1 or not (sources or own_table or predicting):
             raise ConfigError(
                 "TabularDataModule needs exactly one data source: datamodule.path=FILE or "
-                f"datamodule.dataset=NAME (or frame= from Python); got {sources or 'none'}"
+                f"datamodule.dataset=NAME (or frame= from Python) to train or test, or "
+                f"datamodule.predict_path=FILE to predict; got {sources or 'none'}"
             )
         if dataset is not None:
             _check_table_name(dataset)
         if own_table and sources:
             raise ConfigError(f"{type(self).__name__} makes its own table; do not set {sources[0]}")
-        if dataset is None and not target:
-            raise ConfigError(
-                "datamodule.target is required: name the label column, e.g. datamodule.target=label"
-            )
+        if dataset is None and not target and not predicting:
+            raise ConfigError(TARGET_REQUIRED)
         if problem not in PROBLEMS:
             raise ConfigError(f"datamodule.problem={problem!r}; expected one of {PROBLEMS}")
         if categorical_encoding not in ENCODINGS:
@@ -154,6 +169,15 @@ class TabularDataModule(BaseDataModule):
             raise ConfigError(
                 f"datamodule.numeric_transform={numeric_transform!r}; expected one of {TRANSFORMS}"
             )
+        if sep is not None and (not isinstance(sep, str) or not sep):
+            raise ConfigError(f"datamodule.sep={sep!r}; expected a separator such as ';' or tab")
+        try:
+            codecs.lookup(encoding)
+        except (LookupError, TypeError) as exc:
+            raise ConfigError(
+                f"datamodule.encoding={encoding!r} is not an encoding Python knows; "
+                "e.g. utf-8, latin-1, cp1252"
+            ) from exc
         targets = [target] if isinstance(target, str) else list(target or [])
         if problem == "classification" and len(targets) > 1:
             raise ConfigError(
@@ -224,8 +248,28 @@ class TabularDataModule(BaseDataModule):
         """
         raise NotImplementedError
 
+    def _read(self, path: str, option: str) -> pd.DataFrame:
+        hp = self.hparams
+        return read_table(
+            path,
+            option,
+            sep=hp.sep,
+            encoding=hp.encoding,
+            sep_option="datamodule.sep",
+            encoding_option="datamodule.encoding",
+        )
+
     def _labelled_frame(self) -> tuple[pd.DataFrame, list[str], str]:
         hp = self.hparams
+        # not checked in __init__ when predict_path is set: predicting needs neither
+        sources = (hp.path, hp.dataset, self._frame)
+        if all(v is None for v in sources) and not self._overrides("load_frame"):
+            raise ConfigError(
+                "training and testing need the labelled table: datamodule.path=FILE and "
+                "datamodule.target=COLUMN (predicting needs only datamodule.predict_path)"
+            )
+        if not (hp.target or hp.dataset):
+            raise ConfigError(TARGET_REQUIRED)
         if self._overrides("load_frame"):
             where = f"{type(self).__name__}.load_frame()"
             frame, target = self.load_frame(), hp.target
@@ -238,7 +282,8 @@ class TabularDataModule(BaseDataModule):
             frame, target, where = self._frame, hp.target, "datamodule frame"
             check_frame(frame, where)
         else:
-            frame, target, where = read_table(hp.path), hp.target, "datamodule.path"
+            where = "datamodule.path"
+            frame, target = self._read(hp.path, where), hp.target
         targets = [target] if isinstance(target, str) else list(target)
         return frame, targets, where
 
@@ -271,10 +316,9 @@ class TabularDataModule(BaseDataModule):
         for target in targets:
             empty = frame[target].isna().to_numpy()
             if empty.any():
-                rows = np.flatnonzero(empty)[:5].tolist()
                 raise DataError(
                     f"{where}: target column {target!r} is empty in {int(empty.sum())} rows "
-                    f"(first rows: {rows}); drop or fill them"
+                    f"({rows_text(frame, empty)}); drop or fill them"
                 )
             if not self.classification and not pd.api.types.is_numeric_dtype(frame[target]):
                 bad = pd.to_numeric(frame[target], errors="coerce").isna().to_numpy()
@@ -284,13 +328,51 @@ class TabularDataModule(BaseDataModule):
                     f"{shown} in {int(bad.sum())} rows. Use datamodule.problem=classification "
                     "for labels"
                 )
-        if self.classification:
-            classes = frame[targets[0]].unique()
-            if len(classes) < 2:
+
+    @staticmethod
+    def _check_classes(frame: pd.DataFrame, target: str, where: str) -> None:
+        """The labelled table's target is a set of classes (a test file may hold just one)."""
+        labels = frame[target]
+        if pd.api.types.is_float_dtype(labels):
+            values = labels.to_numpy(dtype=np.float64)
+            distinct = len(np.unique(values))
+            # many distinct fractional values: a measurement, not a set of classes
+            if distinct > max(20, len(values) // 10) and (values != np.round(values)).any():
+                shown = ", ".join(f"{v:g}" for v in values[:3])
                 raise DataError(
-                    f"{where}: target {targets[0]!r} has a single class {classes[0]!r}; "
-                    "classification needs at least two (is this the right column or file?)"
+                    f"{where}: target {target!r} looks continuous ({distinct} distinct values "
+                    f"in {len(values)} rows, e.g. {shown}), not a set of classes; for a numeric "
+                    "target use the regression preset +task=tabular_regression "
+                    "(datamodule.problem=regression from Python)"
                 )
+        classes = labels.unique()
+        if len(classes) < 2:
+            raise DataError(
+                f"{where}: target {target!r} has a single class {classes[0]!r}; "
+                "classification needs at least two (is this the right column or file?)"
+            )
+
+    def _too_few_rows(self, frame: pd.DataFrame, target: str, where: str) -> DataError:
+        hp = self.hparams
+        counts = frame[target].value_counts() if self.classification else pd.Series([])
+        rare = counts[counts < 3]
+        if len(rare):  # the split puts a row in each split only of classes with 3 or more
+            quantity = pd.api.types.is_numeric_dtype(frame[target]) and len(counts) > 20
+            return DataError(
+                f"{where}: no rows left for validation: {len(rare)} of {len(counts)} classes "
+                f"have fewer than 3 rows (the smallest has {int(counts.min())}), too few to "
+                "put one in each of train/validation/test; add rows, predict fewer classes, "
+                "or merge rare classes into one (e.g. 'other')"
+                + (
+                    f"; if {target!r} is a quantity, use +task=tabular_regression"
+                    if quantity
+                    else ""
+                )
+            )
+        return DataError(
+            f"{where}: {len(frame)} rows are too few to split into train and validation "
+            f"sets (val_fraction={hp.val_fraction})"
+        )
 
     def _fit_labels(self, train: pd.DataFrame, frame: pd.DataFrame, targets: list[str]) -> None:
         labels: dict[str, Any] = {"targets": targets}
@@ -337,17 +419,18 @@ class TabularDataModule(BaseDataModule):
             return
         frame, targets, where = self._labelled_frame()
         self._check_targets(frame, targets, where)
+        if self.classification:
+            self._check_classes(frame, targets[0], where)
         features = self._feature_columns(frame, targets, where)
+        # the whole table, so that every infinite value is named, not those of one split
+        check_finite(frame, [*features, *([] if self.classification else targets)], where)
         test_frac = 0.0 if hp.test_path is not None else hp.test_fraction
         stratify = frame[targets[0]].to_numpy() if self.classification else None
         train_idx, val_idx, test_idx = split_indices(
             len(frame), hp.val_fraction, test_frac, hp.seed, stratify=stratify
         )
         if len(train_idx) == 0 or len(val_idx) == 0:
-            raise DataError(
-                f"{where}: {len(frame)} rows are too few to split into train and validation "
-                f"sets (val_fraction={hp.val_fraction})"
-            )
+            raise self._too_few_rows(frame, targets[0], where)
         train = frame.iloc[train_idx]
         if not self.prep.fitted:
             types = resolve_column_types(frame, features, hp.column_types, where)
@@ -355,12 +438,18 @@ class TabularDataModule(BaseDataModule):
             for message in self.data_warnings:
                 warnings.warn(f"{where}: {message}", DataWarning, stacklevel=2)
             self.prep.fit(
-                train, features, types, hp.categorical_encoding, hp.max_onehot, hp.numeric_transform
+                train,
+                features,
+                types,
+                hp.categorical_encoding,
+                hp.max_onehot,
+                hp.numeric_transform,
+                where=where,
             )
             self._fit_labels(train, frame, targets)
         parts = {"train": train, "val": frame.iloc[val_idx]}
         if hp.test_path is not None:
-            test_frame = read_table(hp.test_path, "datamodule.test_path")
+            test_frame = self._read(hp.test_path, "datamodule.test_path")
             self._check_targets(test_frame, targets, "datamodule.test_path")
             parts["test"] = test_frame
         elif len(test_idx):
@@ -375,7 +464,7 @@ class TabularDataModule(BaseDataModule):
         if hp.predict_path is None:
             raise ConfigError("predicting needs datamodule.predict_path=FILE")
         self._require_fitted()
-        frame = read_table(hp.predict_path, "datamodule.predict_path")
+        frame = self._read(hp.predict_path, "datamodule.predict_path")
         known = set(self.prep.features) | set(self._labels["targets"])
         extra = [str(c) for c in frame.columns if c not in known]
         if extra:

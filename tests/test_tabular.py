@@ -218,7 +218,7 @@ def test_duplicate_column_names_are_an_error(csv):
 def test_infinite_values_are_an_error(csv):
     frame = make_table(30)
     frame.loc[4, "b"] = np.inf
-    _fails("column 'b' has infinite values in 1 rows (row", path=csv(frame))
+    _fails("infinite values in column 'b' (line 6) of '", path=csv(frame))
 
 
 def test_non_numeric_regression_target_is_an_error(csv):
@@ -336,7 +336,7 @@ def test_text_in_a_numeric_column_at_predict_time_names_rows_and_values(csv):
     )
     dm.setup("fit")
     with pytest.raises(
-        DataError, match="numeric column 'a' has non-numeric values in 1 rows \\(row 2: 'abc'\\)"
+        DataError, match="numeric column 'a' has non-numeric values in 1 rows \\(line 4: 'abc'\\)"
     ):
         dm.setup("predict")
 
