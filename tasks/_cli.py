@@ -249,6 +249,23 @@ def _hydra_main() -> None:
     )()
 
 
+def _refuse_previous_run_dir(overrides: list[str]) -> None:
+    """A ``hydra.run.dir`` that holds an earlier run is refused before Hydra writes into it
+    (see :func:`tasks._files.refuse_previous_run`); dated default folders are always new."""
+    from tasks._files import other_rank, refuse_previous_run
+
+    values = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep:
+            values[key.lstrip("+~")] = value
+    multirun = any(a in ("-m", "--multirun") for a in overrides)
+    run_dir = values.get("hydra.run.dir")
+    if run_dir and not multirun and not other_rank():
+        mode, ckpt = values.get("mode", "train"), values.get("ckpt_path")
+        refuse_previous_run(run_dir, "hydra.run.dir", mode, None if ckpt in ("null", "") else ckpt)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -278,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from tasks._hydra import normalize_overrides
 
         overrides = normalize_overrides(args)
+        _refuse_previous_run_dir(overrides)
     except UserError as exc:
         if _full_error():
             raise

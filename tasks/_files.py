@@ -54,3 +54,41 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json(path: Path, data: Any) -> None:
     """``data`` as indented strict JSON (see :func:`to_json`), written atomically."""
     write_text_atomic(path, to_json(data, indent=2) + "\n")
+
+
+#: What a run of this library leaves in its folder (Hydra's own ``.hydra/`` and the job log
+#: are written before a run starts, so they do not count).
+RUN_MARKERS = ("summary.json", "config.yaml", "checkpoints")
+
+
+def previous_run(folder: str | Path) -> str | None:
+    """The first file of an earlier run found in ``folder``, or None for a fresh folder."""
+    for marker in RUN_MARKERS:
+        if (Path(folder) / marker).exists():
+            return marker
+    return None
+
+
+def other_rank() -> bool:
+    """Whether this process is a second or later rank of a distributed launch (whose rank 0
+    writes the run folder)."""
+    return any(os.environ.get(key, "0") not in ("", "0") for key in ("RANK", "LOCAL_RANK"))
+
+
+def refuse_previous_run(folder: str | Path, option: str, mode: str, ckpt_path: str | None) -> None:
+    """Never write into the folder of an earlier run (finished or failed) unless the user
+    resumes training into it (``mode=train`` with ``ckpt_path``).
+
+    Raises:
+        ConfigError: ``folder`` holds an earlier run.
+    """
+    from tasks.errors import ConfigError
+
+    marker = previous_run(folder)
+    if marker is None or (mode == "train" and ckpt_path):
+        return
+    raise ConfigError(
+        f"{option}={folder} already holds a run ({marker} is there) and would be overwritten: "
+        f"choose a new folder (or drop {option} for a fresh dated one), or resume that run "
+        f"into it with ckpt_path={Path(folder) / 'checkpoints' / 'last.ckpt'}"
+    )

@@ -22,7 +22,7 @@ DEFAULT_GROUPS = (
 )
 #: Sections whose keys are constructor arguments: any key may be set without ``+``, and the
 #: runner checks it against the class's signature (with a better message than Hydra's).
-ARGUMENT_SECTIONS = ("task", "datamodule")
+ARGUMENT_SECTIONS = ("task", "datamodule", "trainer")
 
 
 def primary_config_dir() -> str:

@@ -20,7 +20,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from tasks import _registry, fused
-from tasks._files import not_finite, write_json, write_text_atomic
+from tasks._files import (
+    not_finite,
+    other_rank,
+    refuse_previous_run,
+    write_json,
+    write_text_atomic,
+)
 from tasks._plots import save_history_plot
 from tasks._ranks import unshard
 from tasks.callbacks import ResumeState
@@ -79,7 +85,13 @@ def _section(cfg: DictConfig, key: str) -> tuple[str, dict[str, Any]]:
             names = ", ".join(sorted(_registry.presets()))
             raise ConfigError(f"no task selected: pass +task=PRESET (available presets: {names})")
         raise ConfigError(f"the config has no '{key}' section; the preset must define {key}._name_")
-    kwargs = _container(node)
+    if key == "datamodule" and cfg.get("mode") == "predict":
+        # predicting reads only predict_path (the preprocessing comes from the checkpoint),
+        # so training inputs left as ??? (path, target) are left out, not demanded
+        kwargs = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+        kwargs = {k: v for k, v in kwargs.items() if not OmegaConf.is_missing(node, k)}
+    else:
+        kwargs = _container(node)
     name = kwargs.pop("_name_", None)
     if not name:
         raise ConfigError(
@@ -130,8 +142,63 @@ def _output_dir(cfg: DictConfig) -> Path:
     return Path.cwd()
 
 
+def _plain_types(annotation: Any) -> tuple[set[type], set[Any]]:
+    """The plain types (int, float, str, bool...) and literal values a type hint admits."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return set(), set(typing.get_args(annotation))
+    if origin is typing.Union or type(annotation).__name__ == "UnionType":
+        types: set[type] = set()
+        literals: set[Any] = set()
+        for arg in typing.get_args(annotation):
+            more, values = _plain_types(arg)
+            types |= more
+            literals |= values
+        return types, literals
+    if isinstance(annotation, type):
+        return {annotation}, set()
+    return {object}, set()  # anything else (containers, timedeltas...): not checked here
+
+
+def check_trainer_arguments(kwargs: dict[str, Any]) -> None:
+    """``trainer.*`` keys are Trainer arguments (a misspelt one gets the closest real one), and
+    numbers are numbers: ``trainer.max_epochs=abc`` fails here, in one line, before any data
+    is read, not as a bare assertion deep in Lightning.
+
+    Raises:
+        ConfigError: an unknown argument, or a value of the wrong kind.
+    """
+    _check_arguments(L.Trainer, kwargs, "trainer")
+    accelerator = str(kwargs.get("accelerator") or "auto").lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but this machine has no usable GPU (torch sees "
+            "no CUDA device); use the default trainer (trainer=default, which picks the CPU "
+            "here) or trainer=cpu"
+        )
+    parameters = inspect.signature(L.Trainer.__init__).parameters
+    words = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+    for key, value in kwargs.items():
+        types, literals = _plain_types(parameters[key].annotation)
+        if value is None or object in types or value in literals:
+            continue
+        kind = type(value)
+        ok = kind in types or (kind is int and float in types) or (kind is bool and bool in types)
+        if kind is bool and bool not in types:  # True is an int to Python, not to us
+            ok = False
+        if not ok:
+            expected = [words.get(t, t.__name__) for t in sorted(types, key=str) if t in words]
+            expected += [repr(v) for v in sorted(literals, key=str)][:8]
+            raise ConfigError(
+                f"trainer.{key}={value!r} is not valid: expected {' or '.join(expected)}"
+            )
+
+
 def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     trainer_kwargs = _container(cfg.trainer)
+    check_trainer_arguments(trainer_kwargs)
     callbacks = []
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:
@@ -187,7 +254,60 @@ def _check_ckpt(cfg: DictConfig) -> str | None:
         return None
     if not Path(ckpt).is_file():
         raise DataError(f"ckpt_path: no such checkpoint file {ckpt!r}")
+    read_checkpoint(str(ckpt))
     return str(ckpt)
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded safely (tensors and plain values only), or one
+    clear line on what is wrong with the file.
+
+    Raises:
+        DataError: not a checkpoint, truncated, or holding code that loading would run.
+    """
+    import pickle
+    import re
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))  # torch's wording varies
+        what = f" ({found.group(1)})" if found else ""
+        raise DataError(
+            f"ckpt_path={path} holds Python objects beyond tensors and plain values{what}; "
+            "loading it could run code, so it is not loaded. Use a checkpoint written by "
+            "lightning-tasks (checkpoints/best.ckpt or last.ckpt of a run)"
+        ) from None
+    except Exception as exc:  # truncated, a text file, a zip of something else...
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise DataError(
+            f"ckpt_path={path} is not a readable checkpoint (truncated, or not a checkpoint "
+            f"file: {reason}); pass checkpoints/best.ckpt or last.ckpt of a run"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise DataError(
+            f"ckpt_path={path} is a PyTorch file but not a Lightning checkpoint (no "
+            "state_dict); pass checkpoints/best.ckpt or last.ckpt of a run"
+        )
+    return checkpoint
+
+
+def check_checkpoint_task(path: str, task_cls: type) -> None:
+    """A checkpoint whose saved settings are not arguments of ``task_cls`` was trained by
+    another task.
+
+    Raises:
+        ConfigError: the checkpoint belongs to another task.
+    """
+    settings = read_checkpoint(path).get("hyper_parameters") or {}
+    accepted = accepted_arguments(task_cls)
+    foreign = sorted(k for k in settings if accepted is not None and k not in accepted)
+    if foreign:
+        raise ConfigError(
+            f"ckpt_path={path} was trained by another task: its settings "
+            f"{', '.join(foreign[:5])} are not arguments of {task_cls.__name__}. Use it with "
+            "the preset it was trained with (its run folder's config.yaml names it)"
+        )
 
 
 def _versions(entries: list[_registry.Entry]) -> dict[str, str]:
@@ -352,11 +472,16 @@ def _execute(
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r} is not one of {', '.join(MODES)}")
     task_name, _ = _section(cfg, "task")
+    check_trainer_arguments(_container(cfg.trainer))  # before any data is read
     dm_name = (
         type(datamodule).__name__ if datamodule is not None else _section(cfg, "datamodule")[0]
     )
     ckpt = _check_ckpt(cfg)
+    if ckpt is not None:  # before the datamodule reads the checkpoint's preprocessing
+        check_checkpoint_task(ckpt, _registry.load("task", task_name))
     output_dir = _output_dir(cfg)
+    if cfg.get("output_dir") and not other_rank():
+        refuse_previous_run(output_dir, "output_dir", mode, ckpt)
     _write_config(cfg, output_dir)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 

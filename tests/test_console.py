@@ -362,3 +362,32 @@ def test_three_cli_runs_started_together_write_three_folders(tmp_path):
         assert summary["output_dir"] == str(folder)
         rows = (folder / "metrics.csv").read_text().splitlines()
         assert len({len(r.split(",")) for r in rows}) == 1  # header and rows of one run
+
+
+def test_a_folder_holding_a_run_is_never_written_into_unless_resuming(tmp_path):
+    first = run_cli("+task=iris_mlp", "debug=tiny", "hydra.run.dir=run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+
+    for args in (
+        ("+task=iris_mlp", "debug=tiny", "hydra.run.dir=run"),  # train again
+        ("+task=iris_mlp", "mode=test", "ckpt_path=run/checkpoints/best.ckpt", "hydra.run.dir=run"),
+        ("+task=iris_mlp", "debug=tiny", "output_dir=run", "hydra.run.dir=elsewhere"),
+    ):
+        again = run_cli(*args, cwd=tmp_path)
+        assert again.returncode == 2, again.stderr[-2000:]
+        assert "already holds a run (summary.json is there) and would be overwritten" in (
+            again.stderr
+        )
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert after == before  # not one file of the earlier run touched, .hydra/ included
+
+    resumed = run_cli(
+        "+task=iris_mlp",
+        "debug=tiny",
+        "trainer.max_epochs=3",
+        "ckpt_path=run/checkpoints/last.ckpt",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]  # asked for: resume into it

@@ -1,0 +1,88 @@
+"""Bad configs and checkpoints end in one clear line and exit code 2, before anything is
+read or written (the data cases live next to their datamodules' tests)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import run_cli
+
+
+class _RunsCode:
+    """Pickles as a call of ``os.system``: what a malicious checkpoint carries."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this should never run",))
+
+
+def _checkpoint_files(folder):
+    """Files that are not checkpoints lightning-tasks can use, by case name."""
+    text = folder / "notes.ckpt"
+    text.write_text("these are my notes, not a model\n")
+    good = folder / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(3)}, "hyper_parameters": {}}, good)
+    truncated = folder / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    malicious = folder / "malicious.ckpt"
+    torch.save({"state_dict": {}, "payload": _RunsCode()}, malicious)
+    other_task = folder / "char_lm.ckpt"
+    settings = {"vocab": ["a", "b"], "block_size": 8, "embedding_dim": 16, "lr": 1e-3}
+    torch.save({"state_dict": {}, "hyper_parameters": settings}, other_task)
+    tensors = folder / "tensors.pt"
+    torch.save(torch.zeros(3), tensors)
+    return {
+        "text": text,
+        "truncated": truncated,
+        "malicious": malicious,
+        "other_task": other_task,
+        "tensors": tensors,
+    }
+
+
+CHECKPOINT_CASES = {
+    "text": "is not a readable checkpoint (truncated, or not a checkpoint file",
+    "truncated": "is not a readable checkpoint (truncated, or not a checkpoint file",
+    "malicious": "holds Python objects beyond tensors and plain values (posix.system); loading "
+    "it could run code, so it is not loaded",
+    "other_task": "was trained by another task: its settings block_size, vocab are not "
+    "arguments of TabularClassification",
+    "tensors": "is a PyTorch file but not a Lightning checkpoint",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_CASES))
+@pytest.mark.parametrize("mode", ["test", "train"])
+def test_unusable_checkpoints_are_one_line(tmp_path, case, mode):
+    path = _checkpoint_files(tmp_path)[case]
+    result = run_cli(
+        "+task=iris_mlp", f"mode={mode}", f"ckpt_path={path}", "hydra.run.dir=run", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ckpt_path=") and CHECKPOINT_CASES[case] in lines[0]
+    assert "weights_only=False" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written
+
+
+TRAINER_CASES = [
+    ("trainer.max_epochs=abc", "trainer.max_epochs='abc' is not valid: expected a whole number"),
+    ("trainer.max_epochs=2.5", "trainer.max_epochs=2.5 is not valid: expected a whole number"),
+    ("trainer.max_epoch=3", "trainer.max_epoch is not an argument of lightning.pytorch"),
+    ("trainer.enable_progress_bar=maybe", "is not valid: expected true or false"),
+    ("trainer.precision=17", "trainer.precision=17 is not valid: expected 16 or"),
+    ("trainer=gpu", "trainer.accelerator=gpu but this machine has no usable GPU"),
+]
+
+
+@pytest.mark.parametrize("override,message", TRAINER_CASES)
+def test_bad_trainer_settings_are_one_line(tmp_path, override, message):
+    if override == "trainer=gpu" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_cli("+task=iris_mlp", override, "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    if "max_epoch=" in override:
+        assert "Did you mean trainer.max_epochs?" in result.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists()
