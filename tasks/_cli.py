@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -189,6 +190,22 @@ def _closing_block(cfg: Any, summary: dict[str, Any]) -> list[str]:
     return end_of_run(summary, commands)
 
 
+def _disk_full_message(cfg: Any, exc: OSError) -> str:
+    """What a full disk left: every file of the run is replaced only once written whole."""
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = cfg.get("output_dir") or (
+        HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else os.getcwd()
+    )
+    where = f" writing {exc.filename}" if exc.filename else ""
+    last = os.path.join(folder, "checkpoints", "last.ckpt")
+    resume = f"; free space, then resume with ckpt_path={last}" if os.path.isfile(last) else ""
+    return (
+        f"the disk is full{where}: the files already in {folder} are intact (each is replaced "
+        f"only once written whole), the one being written was not kept{resume}"
+    )
+
+
 def _interrupted_lines(cfg: Any, stop: RunInterrupted) -> list[str]:
     """Where an interrupted run stands and the exact command that resumes it."""
     from hydra.core.hydra_config import HydraConfig
@@ -232,6 +249,10 @@ def _run_job(cfg: Any) -> float | None:
         if _full_error(cfg) or in_multirun():
             raise  # a sweep records the failed job and goes on with the next one
         _fail(exc)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or _full_error(cfg):
+            raise
+        _fail(UserError(_disk_full_message(cfg, exc)))
     for line in _closing_block(cfg, summary):
         say(line)
     score = (summary.get("best_score") or {}).get("value")

@@ -44,11 +44,45 @@ def write_text_atomic(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """:func:`write_text_atomic` for bytes (checkpoints, images)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_figure(fig: Any, path: Path, **options: Any) -> Path:
+    """``fig.savefig`` rendered in memory, then written atomically (format from the suffix)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **options)
+    write_bytes_atomic(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def write_csv(frame: Any, path: Path, **options: Any) -> Path:
+    """A pandas frame as CSV, written atomically."""
+    write_text_atomic(Path(path), frame.to_csv(**options))
+    return Path(path)
 
 
 def write_json(path: Path, data: Any) -> None:

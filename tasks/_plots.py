@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tasks._files import write_text_atomic
+from tasks._files import save_figure, write_text_atomic
 
 
 def _pyplot() -> Any:
@@ -69,7 +69,7 @@ def save_history_plot(metrics_csv: Path, path: Path, main_metric: str = "loss") 
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -138,7 +138,7 @@ def save_confusion_matrix(matrix: Any, class_names: list[str], output_dir: Path)
     ax.set_title(title)
     fig.tight_layout()
     png_path = output_dir / "confusion_matrix.png"
-    fig.savefig(png_path, dpi=110)
+    save_figure(fig, png_path, dpi=110)
     plt.close(fig)
     return [csv_path, png_path]
 
@@ -167,7 +167,7 @@ def save_regression_plots(pred: Any, true: Any, names: list[str], output_dir: Pa
             a.grid(alpha=0.3)
     fig.tight_layout()
     path = output_dir / "predictions_vs_truth.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return [path]
 
@@ -198,7 +198,7 @@ def save_image_grid(images: Any, titles: list[str], path: Path, title: str) -> P
         ax.set_title(text, fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -229,7 +229,7 @@ def save_example_sequences(
     axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
     path = output_dir / "example_sequences.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -266,7 +266,7 @@ def save_series_anomalies(
     bottom.legend()
     fig.tight_layout()
     path = output_dir / "anomalies.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -324,7 +324,7 @@ def save_forecast_plots(
             a.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     paths = [output_dir / "forecast.png"]
-    fig.savefig(paths[0], dpi=110)
+    save_figure(fig, paths[0], dpi=110)
     plt.close(fig)
 
     fig, axes = plt.subplots(len(names), 2, figsize=(14, 3.5 * len(names)), squeeze=False)
@@ -340,6 +340,6 @@ def save_forecast_plots(
         axes[j][1].legend()
     fig.tight_layout()
     paths.append(output_dir / "forecast_residuals.png")
-    fig.savefig(paths[1], dpi=110)
+    save_figure(fig, paths[1], dpi=110)
     plt.close(fig)
     return paths

@@ -24,6 +24,7 @@ from tasks._files import (
     not_finite,
     other_rank,
     refuse_previous_run,
+    write_csv,
     write_json,
     write_text_atomic,
 )
@@ -229,6 +230,11 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
         except Exception as exc:
             raise ConfigError(f"logger.{name} could not be built: {exc}") from exc
     callbacks.append(ResumeState())  # resumed runs draw the numbers the uninterrupted one would
+    strategy = str(trainer_kwargs.get("strategy", "auto"))
+    if not trainer_kwargs.get("plugins") and not strategy.startswith(("fsdp", "deepspeed")):
+        from tasks._checkpoint_io import AtomicCheckpointIO
+
+        trainer_kwargs["plugins"] = [AtomicCheckpointIO()]
     return L.Trainer(
         **trainer_kwargs,
         callbacks=callbacks,
@@ -342,7 +348,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 @rank_zero_only
 def _write_config(cfg: DictConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def _collate_predictions(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -544,7 +550,7 @@ def _execute(
         summary.update(report)
         if trainer.is_global_zero:
             path = output_dir / "samples.txt"
-            path.write_text(task.format_samples(report["samples"]), encoding="utf-8")
+            write_text_atomic(path, task.format_samples(report["samples"]))
             artifacts.append(path)
             for sample in report["samples"]:
                 print(sample)
@@ -558,7 +564,7 @@ def _execute(
         if trainer.is_global_zero:
             frame = datamodule.predictions_frame(outputs)
             path = output_dir / "predictions.csv"
-            frame.to_csv(path, index_label="row")
+            write_csv(frame, path, index_label="row")
             artifacts.append(path)
             summary["predictions"] = {"path": str(path), "rows": len(frame)}
 

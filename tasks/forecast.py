@@ -19,6 +19,7 @@ from torchmetrics import (
     SymmetricMeanAbsolutePercentageError,
 )
 
+from tasks._files import write_csv
 from tasks._plots import save_forecast_plots
 from tasks.base import BaseTask
 from tasks.errors import ConfigError
@@ -239,7 +240,7 @@ class Forecasting(BaseTask):
                 )
         frame = pd.concat(rows, ignore_index=True)
         csv = output_dir / "test_forecasts.csv"
-        frame.to_csv(csv, index=False)
+        write_csv(frame, csv, index=False)
         pngs = save_forecast_plots(
             time[origin],
             table["y"].numpy(),

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from tasks._files import write_csv
 from tasks._plots import save_series_anomalies, spans
 from tasks.base import BaseTask
 from tasks.errors import ConfigError
@@ -181,7 +182,7 @@ class SeriesAnomalyDetection(BaseTask):
         if report["labels"] is not None:
             frame["label"] = report["labels"]
         csv_path = output_dir / "anomaly_scores.csv"
-        frame.to_csv(csv_path, index=False)
+        write_csv(frame, csv_path, index=False)
         png = save_series_anomalies(
             part["values"][0],
             report["score"],

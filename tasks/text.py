@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from tasks._classify import ClassificationOutputs, label_metrics
+from tasks._files import write_csv, write_text_atomic
 from tasks._ranks import unshard
 from tasks.base import BaseTask
 from tasks.errors import ConfigError, DataError
@@ -196,7 +197,7 @@ class TextClassification(ClassificationOutputs, BaseTask):
             }
         )
         path = output_dir / "confident_mistakes.csv"
-        frame.to_csv(path, index=False)
+        write_csv(frame, path, index=False)
         return [*paths, path]
 
 
@@ -346,7 +347,7 @@ class CharLanguageModel(BaseTask):
         if not self.samples_out:
             return []
         path = output_dir / "samples.txt"
-        path.write_text(self.format_samples(self.samples_out), encoding="utf-8")
+        write_text_atomic(path, self.format_samples(self.samples_out))
         return [path]
 
     def format_samples(self, samples: Sequence[str]) -> str:

@@ -86,3 +86,43 @@ def test_bad_trainer_settings_are_one_line(tmp_path, override, message):
     if "max_epoch=" in override:
         assert "Did you mean trainer.max_epochs?" in result.stderr
     assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+FULL_DISK = """
+import errno, os, sys
+
+real_fsync, calls = os.fsync, []
+
+
+def fsync(fd):  # every file the library writes is flushed once: the 6th write finds no space
+    calls.append(fd)
+    if len(calls) > 5:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return real_fsync(fd)
+
+
+os.fsync = fsync
+sys.argv = ["tasks", "+task=iris_mlp", "trainer.max_epochs=20", "hydra.run.dir=run"]
+from tasks._cli import main
+
+main()
+"""
+
+
+def test_a_full_disk_is_one_line_and_leaves_whole_files(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[0]
+    assert line.startswith("error: the disk is full") and "are intact" in line
+    run = tmp_path / "run"
+    assert f"resume with ckpt_path={run / 'checkpoints' / 'last.ckpt'}" in line
+    checkpoints = sorted((run / "checkpoints").glob("*.ckpt"))
+    assert checkpoints  # written before the disk filled, and each of them whole
+    for path in checkpoints:
+        assert "state_dict" in torch.load(path, map_location="cpu", weights_only=True)
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]  # no half-written leftovers
