@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tasks import _registry, fused
 from tasks._files import (
@@ -241,6 +241,42 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
         logger=loggers or False,
         default_root_dir=str(output_dir),
     )
+
+
+#: Datamodule settings that name what data a model was trained on: a checkpoint used with
+#: other values was trained for another preset.
+DATA_IDENTITY = ("dataset", "target")
+
+
+def check_checkpoint_data(path: str, datamodule: L.LightningDataModule) -> None:
+    """A checkpoint used with the datamodule of another preset fails here in one line, not
+    later with a list of missing columns.
+
+    Raises:
+        ConfigError: the checkpoint was trained with another datamodule or data set.
+    """
+    checkpoint = read_checkpoint(path)
+    trained = checkpoint.get("datamodule_hyper_parameters")
+    if not isinstance(trained, dict):
+        return  # written without datamodule settings: nothing to compare
+    config = Path(path).resolve().parent.parent / "config.yaml"
+    preset = OmegaConf.load(config).get("preset") if config.is_file() else None
+    fix = f"use it with +task={preset}" if preset else "use it with the preset it was trained with"
+    name = type(datamodule).__qualname__
+    if name not in checkpoint:
+        others = [k for k in checkpoint if k.endswith("DataModule")]
+        raise ConfigError(
+            f"ckpt_path={path} was trained with {', '.join(others) or 'another datamodule'}, "
+            f"not {name}: {fix}"
+        )
+    current = getattr(datamodule, "hparams", {})
+    for key in DATA_IDENTITY:
+        before, now = trained.get(key), current.get(key)
+        if before is not None and now is not None and before != now:
+            raise ConfigError(
+                f"ckpt_path={path} was trained on datamodule.{key}={before!r}, but this run "
+                f"has datamodule.{key}={now!r}: {fix}"
+            )
 
 
 def _restore_datamodule_state(datamodule: L.LightningDataModule, ckpt_path: str) -> None:
@@ -488,12 +524,16 @@ def _execute(
     output_dir = _output_dir(cfg)
     if cfg.get("output_dir") and not other_rank():
         refuse_previous_run(output_dir, "output_dir", mode, ckpt)
+    if not cfg.get("preset") and _preset_name(cfg):
+        with open_dict(cfg):  # config.yaml names its preset, wherever the run started from
+            cfg.preset = _preset_name(cfg)
     _write_config(cfg, output_dir)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     if datamodule is None:
         datamodule = build_datamodule(cfg)
     if ckpt is not None:  # preprocessing comes from the checkpoint, never refitted
+        check_checkpoint_data(ckpt, datamodule)
         _restore_datamodule_state(datamodule, ckpt)
     if mode == "train":
         datamodule.prepare_data()

@@ -126,3 +126,17 @@ def test_a_full_disk_is_one_line_and_leaves_whole_files(tmp_path):
     for path in checkpoints:
         assert "state_dict" in torch.load(path, map_location="cpu", weights_only=True)
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]  # no half-written leftovers
+
+
+def test_a_checkpoint_of_another_preset_names_the_preset_it_needs(tmp_path):
+    trained = run_cli("+task=breast_cancer_mlp", "debug=tiny", "hydra.run.dir=run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    result = run_cli(
+        "+task=wine_mlp", "mode=test", "ckpt_path=run/checkpoints/best.ckpt", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines()[0] == (
+        "error: ckpt_path=run/checkpoints/best.ckpt was trained on "
+        "datamodule.dataset='breast_cancer', but this run has datamodule.dataset='wine': "
+        "use it with +task=breast_cancer_mlp"
+    )
