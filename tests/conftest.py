@@ -106,6 +106,14 @@ def run_cli(
     )
 
 
+def run_on_file(
+    preset: str, path: Path, target: str, *overrides: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m tasks +task=PRESET datamodule.path=PATH datamodule.target=TARGET ...``."""
+    args = [f"+task={preset}", f"datamodule.path={path}", f"datamodule.target={target}"]
+    return run_cli(*args, *overrides, cwd=cwd)
+
+
 def user_data_overrides(preset: str, tmp_path, monkeypatch=None) -> list[str]:
     """Presets for the user's own file leave path/target as ???: give them a generated table;
     image presets get generated files (``monkeypatch`` lets CIFAR-10 accept its checksum)."""

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_table, run_cli
+from conftest import make_table, run_on_file
 
 from datamodules._table_prep import DataWarning, read_table
 from datamodules.tabular import TabularDataModule
@@ -84,10 +84,10 @@ def _many_small_classes(path):
 def test_bad_table_ends_the_cli_with_one_line(tmp_path, write, overrides, message):
     path = tmp_path / "table.csv"
     write(path)
-    result = run_cli(
-        "+task=tabular_classification",
-        f"datamodule.path={path}",
-        "datamodule.target=label",
+    result = run_on_file(
+        "tabular_classification",
+        path,
+        "label",
         *overrides,
         "debug=tiny",
         f"hydra.run.dir={tmp_path}/run",

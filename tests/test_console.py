@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from conftest import ROOT, make_table, run_cli
+from conftest import ROOT, make_table, run_cli, run_on_file
 
 from datamodules.tabular import TabularDataModule
 from tasks import _registry, fused
@@ -135,10 +135,10 @@ def _run_folder(out: str) -> Path:
 def test_the_closing_block_commands_run_as_printed(tmp_path):
     table = tmp_path / "my table.csv"  # a space: the commands must quote it
     make_table(150).to_csv(table, index=False)
-    first = run_cli(
-        "+task=tabular_classification",
-        f"datamodule.path={table}",
-        "datamodule.target=label",
+    first = run_on_file(
+        "tabular_classification",
+        table,
+        "label",
         "trainer.max_epochs=2",
         "task.hidden_sizes=[8]",
         cwd=tmp_path,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import run_cli, write_demand_csv
+from conftest import run_on_file, write_demand_csv
 
 from datamodules._table_prep import DataWarning
 from datamodules.forecast import (
@@ -104,10 +104,10 @@ def test_times_with_and_without_an_offset_are_one_line_in_the_cli(tmp_path):
     with pytest.raises(DataError, match=r"mixes times with and without a UTC offset .*rows 5"):
         datamodule(frame, tmp_path).setup("fit")
     frame.to_csv(tmp_path / "mixed.csv", index=False)
-    result = run_cli(
-        "+task=forecast_csv",
-        f"datamodule.path={tmp_path / 'mixed.csv'}",
-        "datamodule.target=load",
+    result = run_on_file(
+        "forecast_csv",
+        tmp_path / "mixed.csv",
+        "load",
         "debug=tiny",
         f"hydra.run.dir={tmp_path}/run",
     )
@@ -419,8 +419,6 @@ def test_network_and_size_errors_are_named():
 
 def test_constant_target_is_named_and_its_undefined_scores_are_null(tmp_path):
     """R^2 and skill are 0/0 on a series that never moves: a warning, null in strict JSON."""
-    from conftest import run_cli
-
     steps = 24 * 21
     frame = pd.DataFrame(
         {
@@ -430,10 +428,10 @@ def test_constant_target_is_named_and_its_undefined_scores_are_null(tmp_path):
         }
     )
     frame.to_csv(tmp_path / "flat.csv", index=False)
-    result = run_cli(
-        "+task=forecast_csv",
-        f"datamodule.path={tmp_path / 'flat.csv'}",
-        "datamodule.target=demand",
+    result = run_on_file(
+        "forecast_csv",
+        tmp_path / "flat.csv",
+        "demand",
         "debug=tiny",
         "hydra.run.dir=run",
         cwd=tmp_path,

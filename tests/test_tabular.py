@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_table, run_cli
+from conftest import make_table, run_cli, run_on_file
 
 from datamodules._table_prep import DataWarning, infer_column_type
 from datamodules.tabular import TabularDataModule
@@ -304,12 +304,8 @@ def test_balanced_class_weights_follow_training_counts():
 
 def test_generic_preset_on_a_users_csv_through_the_cli(tmp_path, csv):
     path = csv(make_table(150, classes=("cat", "dog", "eel")), "animals.csv")
-    result = run_cli(
-        "+task=tabular_classification",
-        f"datamodule.path={path}",
-        "datamodule.target=label",
-        "debug=tiny",
-        f"hydra.run.dir={tmp_path}/run",
+    result = run_on_file(
+        "tabular_classification", path, "label", "debug=tiny", f"hydra.run.dir={tmp_path}/run"
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
