@@ -273,7 +273,7 @@ def _hydra_main() -> None:
 def _refuse_previous_run_dir(overrides: list[str]) -> None:
     """A ``hydra.run.dir`` that holds an earlier run is refused before Hydra writes into it
     (see :func:`tasks._files.refuse_previous_run`); dated default folders are always new."""
-    from tasks._files import other_rank, refuse_previous_run
+    from tasks._files import ensure_folder, other_rank, refuse_previous_run
 
     values = {}
     for item in overrides:
@@ -285,6 +285,7 @@ def _refuse_previous_run_dir(overrides: list[str]) -> None:
     if run_dir and not multirun and not other_rank():
         mode, ckpt = values.get("mode", "train"), values.get("ckpt_path")
         refuse_previous_run(run_dir, "hydra.run.dir", mode, None if ckpt in ("null", "") else ckpt)
+        ensure_folder(run_dir, "hydra.run.dir")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -115,3 +115,29 @@ def refuse_previous_run(folder: str | Path, option: str, mode: str, ckpt_path: s
         f"choose a new folder (or drop {option} for a fresh dated one), or resume that run "
         f"into it with ckpt_path={Path(folder) / 'checkpoints' / 'last.ckpt'}"
     )
+
+
+def ensure_folder(folder: str | Path, option: str) -> Path:
+    """Create ``folder`` (and its parents) for a run's files, or say in one line why not.
+
+    Raises:
+        ConfigError: the folder cannot be created or written (a file in the way, no
+            permission, a read-only or virtual file system such as /proc).
+    """
+    from tasks.errors import ConfigError
+
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        blocker = next((p for p in [path, *path.parents] if p.is_file()), None)
+        if blocker is not None:
+            reason = f"{blocker} is a file"
+        raise ConfigError(
+            f"{option}={folder} cannot hold the run's files ({reason}); choose a folder you can "
+            "write to"
+        ) from None
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from tasks import _registry
 
@@ -127,6 +128,8 @@ def normalize_overrides(overrides: Sequence[str]) -> list[str]:
     for item in overrides:
         key, sep, value = item.partition("=")
         bare = key.lstrip("+")
+        if sep and not key.startswith(("+", "~")):
+            _check_known_key(bare)
         if sep and bare.split(".")[0] in ARGUMENT_SECTIONS and "." in bare:
             item = f"++{bare}={value}"
         elif sep and bare in DEFAULT_GROUPS:
@@ -136,6 +139,45 @@ def normalize_overrides(overrides: Sequence[str]) -> list[str]:
                     _registry.get_preset(name)
         out.append(item)
     return out
+
+
+def _known_keys() -> dict[str, Any]:
+    """The primary config's settings (``sample`` with its own keys), without Hydra's."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(OmegaConf.load(f"{primary_config_dir()}/config.yaml"))
+    assert isinstance(config, dict)
+    config.pop("defaults", None)
+    config.pop("hydra", None)
+    return config
+
+
+def _check_known_key(key: str) -> None:
+    """A misspelt setting gets the closest real one (Hydra's own advice, ``+KEY=...``, would
+    add the misspelt key and fail later with a TypeError).
+
+    Raises:
+        ConfigError: ``key`` is no setting of the config.
+    """
+    from tasks.errors import ConfigError, did_you_mean
+
+    head, _, rest = key.partition(".")
+    if head in ("hydra", *DEFAULT_GROUPS, *ARGUMENT_SECTIONS) or head.startswith("hydra"):
+        return
+    known = _known_keys()
+    if head not in known:
+        hint = did_you_mean(head, [*known, *DEFAULT_GROUPS, *ARGUMENT_SECTIONS])
+        raise ConfigError(
+            f"{key} is not a setting.{hint} Settings: {', '.join(sorted(known))}; groups: "
+            f"{', '.join(DEFAULT_GROUPS)} (add a new key on purpose with +{key}=...)"
+        )
+    section = known[head]
+    if rest and isinstance(section, dict) and rest.split(".")[0] not in section:
+        name = rest.split(".")[0]
+        hint = did_you_mean(name, list(section), render=lambda c: f"{head}.{c}")
+        raise ConfigError(
+            f"{head}.{name} is not a setting.{hint} {head}.* settings: {', '.join(section)}"
+        )
 
 
 def _sweep_choices(value: str) -> list[str]:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tasks import _registry, fused
 from tasks._files import (
+    ensure_folder,
     not_finite,
     other_rank,
     refuse_previous_run,
@@ -524,6 +525,7 @@ def _execute(
     output_dir = _output_dir(cfg)
     if cfg.get("output_dir") and not other_rank():
         refuse_previous_run(output_dir, "output_dir", mode, ckpt)
+        ensure_folder(output_dir, "output_dir")
     if not cfg.get("preset") and _preset_name(cfg):
         with open_dict(cfg):  # config.yaml names its preset, wherever the run started from
             cfg.preset = _preset_name(cfg)

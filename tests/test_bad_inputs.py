@@ -140,3 +140,30 @@ def test_a_checkpoint_of_another_preset_names_the_preset_it_needs(tmp_path):
         "datamodule.dataset='breast_cancer', but this run has datamodule.dataset='wine': "
         "use it with +task=breast_cancer_mlp"
     )
+
+
+SETTING_CASES = [
+    ("sed=3", "sed is not a setting. Did you mean 'seed'?"),
+    ("trainr.max_epochs=3", "trainr.max_epochs is not a setting. Did you mean 'trainer'?"),
+    ("sample.tempature=2", "sample.tempature is not a setting. Did you mean sample.temperature?"),
+    ("output_dir=/proc/lightning-tasks-run", "output_dir=/proc/lightning-tasks-run cannot hold"),
+    ("hydra.run.dir=/proc/lightning-tasks-run", "hydra.run.dir=/proc/lightning-tasks-run cannot"),
+    ("output_dir=FILE/run", "is a file); choose a folder you can write to"),
+]
+
+
+@pytest.mark.parametrize("override,message", SETTING_CASES)
+def test_misspelt_settings_and_unusable_folders_are_one_line(tmp_path, override, message):
+    (tmp_path / "FILE").write_text("a file where a folder should be\n")
+    override = override.replace("FILE", str(tmp_path / "FILE"))
+    result = run_cli("+task=iris_mlp", "debug=tiny", override, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    written = [p for p in tmp_path.rglob("config.yaml") if ".hydra" not in p.parts]
+    assert not written  # stopped before the run wrote anything (Hydra's own .hydra/ aside)
+
+
+def test_a_new_key_added_on_purpose_is_accepted(tmp_path):
+    result = run_cli("+task=iris_mlp", "debug=tiny", "+my_note=first try", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
