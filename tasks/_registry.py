@@ -28,6 +28,9 @@ BUILTIN_DISTRIBUTION = "lightning-tasks"
 #: Set to "1" to ignore every entry point that does not come from lightning-tasks itself.
 DISABLE_PLUGINS_ENV = "LIGHTNING_TASKS_DISABLE_PLUGIN_AUTOLOAD"
 
+#: The "distribution" of a class named by import path (``task._name_=module:Class``).
+IMPORT_PATH = "<import path>"
+
 #: Module attribute by which a plugin declares the plugin API version it targets.
 API_ATTRIBUTE = "LIGHTNING_TASKS_API"
 
@@ -69,6 +72,8 @@ class Entry:
             for part in filter(None, attr.strip().split(".")):
                 obj = getattr(obj, part)
         except Exception as exc:  # a broken plugin must never take the library down with it
+            if self.distribution == IMPORT_PATH:
+                raise PluginLoadError(self._import_path_message(module_name.strip(), exc)) from exc
             raise PluginLoadError(
                 f"{self.kind} {self.name!r} from distribution {self.distribution} "
                 f"{self.version} (entry point {self.name} = {self.value!r}) failed to load: "
@@ -77,6 +82,20 @@ class Entry:
             ) from exc
         self._check_api_version(module_name.strip())
         return obj
+
+    def _import_path_message(self, module: str, exc: Exception) -> str:
+        """``task._name_=my_mod:MyTask`` that does not load: a path problem, not a plugin's."""
+        where = f"{self.kind}._name_={self.name}"
+        missing = isinstance(exc, ModuleNotFoundError) and exc.name and module.startswith(exc.name)
+        if missing:
+            return (
+                f"{where}: module {module!r} cannot be imported from the current folder "
+                f"({os.getcwd()}) or PYTHONPATH; run from the folder that holds it, or add that "
+                "folder to PYTHONPATH"
+            )
+        if isinstance(exc, AttributeError):
+            return f"{where}: module {module!r} has no {self.value.partition(':')[2]!r} ({exc})"
+        return f"{where}: importing {module!r} failed: {type(exc).__name__}: {exc}"
 
     def _check_api_version(self, module_name: str) -> None:
         """Warn when the entry point's module, or the nearest package above it, declares
@@ -231,7 +250,7 @@ def load(kind: str, name: str) -> object:
     module, sep, attr = name.partition(":")
     if not sep:
         module, _, attr = name.rpartition(".")
-    return Entry(kind, name, f"{module}:{attr}", "<import path>", "-").load()
+    return Entry(kind, name, f"{module}:{attr}", IMPORT_PATH, "-").load()
 
 
 def load_all(kind: str) -> tuple[dict[str, object], dict[str, PluginLoadError]]:
@@ -347,10 +366,31 @@ def _preset_table() -> tuple[dict[str, Preset], dict[str, str]]:
                 stacklevel=3,
             )
             continue
-        for path in sorted((root / "task").glob("*.yaml")):
+        found = sorted((root / "task").glob("*.yaml"))
+        if not found and not entry.builtin:
+            warnings.warn(empty_config_message(entry, root), stacklevel=3)
+        for path in found:
             label = f"{entry.distribution} {entry.version} ({path})"
             claims.add(path.stem, Preset(path.stem, path, entry), label, entry.builtin)
     return claims.found, claims.clashes  # type: ignore[return-value]
+
+
+def empty_config_message(entry: Entry, root: Path) -> str:
+    return (
+        f"config package {entry.module!r} of {entry.distribution} {entry.version} has no "
+        f"presets (no task/*.yaml in {root}): its YAML files were probably left out of the "
+        "installed package (package-data in the plugin's pyproject.toml)"
+    )
+
+
+def _empty_config_packages() -> list[str]:
+    """Plugins whose registered config package ships no presets."""
+    empty = []
+    for entry in entries("config").values():
+        root = package_dir(entry.module)
+        if root is not None and not entry.builtin and not any((root / "task").glob("*.yaml")):
+            empty.append(f"{entry.distribution} {entry.version} ({entry.module})")
+    return empty
 
 
 def presets() -> dict[str, Preset]:
@@ -367,5 +407,12 @@ def get_preset(name: str) -> Preset:
     if name in clashes:
         raise DuplicateNameError(clashes[name])
     if name not in table:
-        raise UnknownNameError(unknown_name_message("preset", name, list(table)))
+        message = unknown_name_message("preset", name, list(table))
+        empty = _empty_config_packages()
+        if empty:
+            message += (
+                f" Note: {', '.join(empty)} registers presets but ships none (task/*.yaml "
+                "missing from the installed package)."
+            )
+        raise UnknownNameError(message)
     return table[name]

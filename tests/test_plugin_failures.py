@@ -69,6 +69,9 @@ def bad_site(tmp_path_factory) -> Path:
         )
     # its config package does not exist
     _distribution(site, "ghost-plugin", {"lightning_tasks.configs": {"ghost": "ghost_pkg.conf"}})
+    # its config package was installed without its YAML files (package-data forgotten)
+    _package(site, "hollow", "", {})
+    _distribution(site, "hollow-plugin", {"lightning_tasks.configs": {"hollow": "hollow.conf"}})
     return site
 
 
@@ -125,3 +128,32 @@ def test_disabling_plugins_hides_them_silently(bad_site):
     assert "ghost" not in result.stderr and "twin" not in result.stderr
     run = _cli(bad_site, "+task=exploding_run", disabled=True)
     assert run.returncode == 2 and "unknown preset 'exploding_run'" in run.stderr
+
+
+def test_a_plugin_config_package_without_presets_is_named(bad_site):
+    listed = _cli(bad_site, "list")
+    stderr = " ".join(listed.stderr.split())
+    assert "config package 'hollow.conf' of hollow-plugin 1.0 has no presets" in stderr
+    assert "package-data in the plugin's pyproject.toml" in stderr
+    result = _cli(bad_site, "+task=hollow_demo")
+    assert result.returncode == 2
+    assert "unknown preset 'hollow_demo'" in result.stderr
+    assert "Note: hollow-plugin 1.0 (hollow.conf) registers presets but ships none" in (
+        " ".join(result.stderr.split())
+    )
+
+
+def test_an_import_path_that_does_not_import_names_the_folder_not_a_plugin(tmp_path):
+    result = run_cli("+task=iris_mlp", "task._name_=my_tasks:MyTask", cwd=tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.splitlines()[0]
+    assert line == (
+        f"error: task._name_=my_tasks:MyTask: module 'my_tasks' cannot be imported from the "
+        f"current folder ({tmp_path}) or PYTHONPATH; run from the folder that holds it, or add "
+        "that folder to PYTHONPATH"
+    )
+    assert "distribution" not in line
+    (tmp_path / "my_tasks.py").write_text("from tasks.tabular import TabularClassification\n")
+    result = run_cli("+task=iris_mlp", "task._name_=my_tasks:MyTask", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "module 'my_tasks' has no 'MyTask'" in result.stderr
