@@ -42,6 +42,63 @@ def separate_states(metrics: MetricCollection) -> MetricCollection:
     )
 
 
+def _forwarded_to_super(init: Any) -> set[str]:
+    """Arguments ``init`` passes on by name to ``super().__init__`` (``name=name``)."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "__init__"
+        ):
+            names |= {
+                k.arg
+                for k in node.keywords
+                if k.arg and isinstance(k.value, ast.Name) and k.value.id == k.arg
+            }
+    return names
+
+
+def shadowed_arguments(cls: type) -> dict[str, type]:
+    """Constructor arguments of ``cls`` that a base task class already takes but that
+    ``cls`` does not pass on to it: ``{name: the base class that takes it}``.
+
+    One ``hparams`` value then drives two things (a focal loss's ``gamma`` would also be the
+    scheduler's decay factor). Listing a name in the class attribute ``shared_arguments``
+    says it is meant to be the same setting.
+    """
+    import inspect
+
+    init = cls.__dict__.get("__init__")
+    if init is None:
+        return {}
+
+    def named(function: Any) -> set[str]:
+        return {
+            p.name
+            for p in inspect.signature(function).parameters.values()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
+        }
+
+    own = named(init) - _forwarded_to_super(init) - set(getattr(cls, "shared_arguments", ()))
+    found: dict[str, type] = {}
+    for base in cls.__mro__[1:]:
+        base_init = base.__dict__.get("__init__")
+        if base_init is None or not issubclass(base, BaseTask):
+            continue
+        for name in own & named(base_init):
+            found.setdefault(name, base)
+    return found
+
+
 class BaseTask(L.LightningModule):
     """Shared machinery: hyperparameters, one step for every stage, optimizers by name.
 
@@ -64,6 +121,25 @@ class BaseTask(L.LightningModule):
 
     #: Metric (without its stage prefix) drawn next to the loss in history plots.
     main_metric: str = "loss"
+    #: Constructor arguments a subclass re-declares on purpose with a base class's meaning.
+    shared_arguments: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        import warnings
+
+        from tasks.errors import ArgumentShadowWarning
+
+        for name, base in shadowed_arguments(cls).items():
+            warnings.warn(
+                f"{cls.__qualname__}.__init__ takes {name!r}, which {base.__qualname__} already "
+                f"takes for its own purpose: both read hparams.{name}, so one setting drives "
+                f"both. Rename yours (e.g. '{cls.__name__.lower()}_{name}'), pass it on with "
+                f"super().__init__({name}={name}, ...), or list it in shared_arguments if it "
+                "is the same setting",
+                ArgumentShadowWarning,
+                stacklevel=2,
+            )
 
     def __init__(
         self,

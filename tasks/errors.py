@@ -51,6 +51,11 @@ class PluginVersionWarning(UserWarning):
     """A plugin targets another plugin API version than the installed lightning-tasks."""
 
 
+class ArgumentShadowWarning(UserWarning):
+    """A task subclass takes a constructor argument that a base class already takes, for
+    something else: both read the one ``hparams`` value."""
+
+
 class PluginConflictWarning(UserWarning):
     """A plugin registers a name that a built-in already uses (the built-in keeps it)."""
 

@@ -3,7 +3,7 @@
 Train it from the CLI (with this folder on PYTHONPATH):
 
     python -m tasks +task=breast_cancer_mlp \
-        task._name_=focal_tabular:FocalTabularClassification task.gamma=2
+        task._name_=focal_tabular:FocalTabularClassification task.focal_gamma=2
 
 or from Python:
 
@@ -37,12 +37,14 @@ class FocalTabularClassification(TabularClassification):
     """:class:`~tasks.TabularClassification` trained with a focal loss.
 
     Args:
-        gamma: Focusing strength; 0 gives plain cross-entropy.
+        focal_gamma: Focusing strength; 0 gives plain cross-entropy. Not ``gamma``: the
+            base class already takes ``gamma`` (the learning-rate decay of
+            ``scheduler=step``/``plateau``), and both would read one ``hparams.gamma``.
         **kwargs: Everything :class:`~tasks.TabularClassification` takes.
     """
 
-    def __init__(self, gamma: float = 2.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)  # saves gamma with the other hyperparameters
+    def __init__(self, focal_gamma: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # saves focal_gamma with the other hyperparameters
 
     def configure_loss(self) -> nn.Module:
-        return FocalLoss(self.hparams.gamma)
+        return FocalLoss(self.hparams.focal_gamma)

@@ -1,0 +1,55 @@
+"""A task subclass whose new argument reuses a base argument's name is warned about when the
+class is defined; re-declaring one to change its default, and passing it on, is not."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from tasks.base import shadowed_arguments
+from tasks.errors import ArgumentShadowWarning
+from tasks.tabular import TabularClassification
+
+
+def test_a_new_argument_named_like_a_base_argument_is_warned_about():
+    with pytest.warns(ArgumentShadowWarning, match=r"takes 'gamma', which BaseTask already"):
+
+        class Focal(TabularClassification):
+            def __init__(self, gamma: float = 2.0, **kwargs):
+                super().__init__(**kwargs)
+
+    assert set(shadowed_arguments(Focal)) == {"gamma"}
+
+
+def test_passing_it_on_or_declaring_it_shared_is_fine():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ArgumentShadowWarning)
+
+        class FasterDefault(TabularClassification):
+            def __init__(self, lr: float = 3e-3, **kwargs):
+                super().__init__(lr=lr, **kwargs)
+
+        class Shared(TabularClassification):
+            shared_arguments = ("patience",)
+
+            def __init__(self, patience: int = 9, **kwargs):
+                super().__init__(**kwargs)
+                self.hparams.patience = patience
+
+    assert shadowed_arguments(FasterDefault) == {} and shadowed_arguments(Shared) == {}
+
+
+def test_the_documented_example_takes_no_base_argument():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "examples"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ArgumentShadowWarning)
+            from focal_tabular import FocalTabularClassification
+    finally:
+        sys.path.pop(0)
+    task = FocalTabularClassification(num_features=3, num_classes=2, focal_gamma=3.0)
+    assert task.hparams.focal_gamma == 3.0 and task.hparams.gamma == 0.1  # untouched
