@@ -7,6 +7,7 @@ import logging
 import platform
 import time
 import warnings
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from tasks._files import (
     write_text_atomic,
 )
 from tasks._plots import save_history_plot
-from tasks._ranks import unshard
+from tasks.batches import unshard
 from tasks.callbacks import ResumeState
 from tasks.errors import ConfigError, DataError, RunInterrupted, did_you_mean
 
@@ -198,6 +199,26 @@ def check_trainer_arguments(kwargs: dict[str, Any]) -> None:
             )
 
 
+def _build(node: Any, option: str, **overrides: Any) -> Any:
+    """``instantiate`` a callback or logger; a config mistake (a ``_target_`` that does not
+    import, arguments its constructor does not take or values it rejects) is one line,
+    anything else raised inside the constructor is a bug and keeps its traceback.
+
+    Raises:
+        ConfigError: the node names something that cannot be built as configured.
+    """
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, **overrides)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if cause is None or isinstance(cause, (ImportError, TypeError, ValueError)):
+            message = " ".join(str(exc).split())
+            raise ConfigError(f"{option} could not be built: {message}") from exc
+        raise cause from None  # the constructor's own error and traceback, not one line
+
+
 def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     trainer_kwargs = _container(cfg.trainer)
     check_trainer_arguments(trainer_kwargs)
@@ -208,10 +229,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
         overrides = {}
         if node.get("_target_", "").endswith("ModelCheckpoint") and not node.get("dirpath"):
             overrides["dirpath"] = str(output_dir / "checkpoints")
-        try:
-            callback = instantiate(node, **overrides)
-        except Exception as exc:
-            raise ConfigError(f"callbacks.{name} could not be built: {exc}") from exc
+        callback = _build(node, f"callbacks.{name}", **overrides)
         if isinstance(callback, ProgressBar) and not trainer_kwargs.get(
             "enable_progress_bar", True
         ):
@@ -226,10 +244,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
         if node is None:
             continue
         extra = {} if node.get("save_dir") else {"save_dir": str(output_dir)}
-        try:
-            loggers.append(instantiate(node, **extra))
-        except Exception as exc:
-            raise ConfigError(f"logger.{name} could not be built: {exc}") from exc
+        loggers.append(_build(node, f"logger.{name}", **extra))
     callbacks.append(ResumeState())  # resumed runs draw the numbers the uninterrupted one would
     strategy = str(trainer_kwargs.get("strategy", "auto"))
     if not trainer_kwargs.get("plugins") and not strategy.startswith(("fsdp", "deepspeed")):
@@ -507,9 +522,28 @@ def _best_epoch(path: str | None) -> int | None:
     return None if epoch is None else int(epoch) + 1
 
 
-def _execute(
-    cfg: DictConfig, datamodule: L.LightningDataModule | None, console: bool = False
-) -> dict[str, Any]:
+@dataclass
+class _Run:
+    """What one run's modes share: the built pieces, where files go, what it has written."""
+
+    cfg: DictConfig
+    mode: str
+    task_name: str
+    dm_name: str
+    ckpt: str | None
+    output_dir: Path
+    datamodule: L.LightningDataModule
+    task: L.LightningModule
+    trainer: L.Trainer
+    console: bool
+    started: float
+    summary: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[Path] = field(default_factory=list)
+
+
+def _prepare(cfg: DictConfig, datamodule: L.LightningDataModule | None, console: bool) -> _Run:
+    """Check everything that can be checked before data is read, then build the datamodule,
+    the task (fresh, or from ``ckpt_path``) and the trainer."""
     started = time.time()
     mode = cfg.get("mode", "train")
     if mode not in MODES:
@@ -557,116 +591,156 @@ def _execute(
             trainer.world_size,
             trainer.node_rank,
         )
+    run = _Run(
+        cfg, mode, task_name, dm_name, ckpt, output_dir, datamodule, task, trainer, console, started
+    )
+    run.summary.update({"preset": _preset_name(cfg), "mode": mode, "status": "running"})
+    return run
 
-    summary: dict[str, Any] = {"preset": _preset_name(cfg), "mode": mode, "status": "running"}
-    artifacts: list[Path] = []
-    if mode == "train":
-        _fit(trainer, task, datamodule, ckpt, summary, output_dir, started)
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        fit_metrics = _scalar_metrics(trainer.callback_metrics)
-        trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=not console)
-        summary["best_checkpoint"] = best
-        summary["best_epoch"] = _best_epoch(best)
-        if isinstance(trainer.checkpoint_callback, ModelCheckpoint):
-            summary["last_checkpoint"] = trainer.checkpoint_callback.last_model_path or None
-            score = trainer.checkpoint_callback.best_model_score
-            summary["best_score"] = {
-                "monitor": cfg.monitor,
-                "value": float(score) if score is not None else None,
-            }
-        summary["epochs"] = trainer.current_epoch
-        summary["max_epochs"] = trainer.max_epochs
-        summary["stopped_early"] = bool(
-            trainer.max_epochs and 0 < trainer.current_epoch < trainer.max_epochs
-        )
-        summary["global_step"] = trainer.global_step
-        summary["fit_metrics"] = fit_metrics
-    elif mode == "test":
-        trainer.test(task, datamodule=datamodule, verbose=not console)
-        summary["checkpoint"] = ckpt
-    elif mode == "generate":
-        summary["checkpoint"] = ckpt
-        if not hasattr(task, "generate_report"):
-            raise ConfigError(f"mode=generate: task {task_name!r} does not generate samples")
-        report = task.generate_report(datamodule, seed=int(cfg.seed), **_container(cfg.sample))
-        summary.update(report)
-        if trainer.is_global_zero:
-            path = output_dir / "samples.txt"
-            write_text_atomic(path, task.format_samples(report["samples"]))
-            artifacts.append(path)
-            for sample in report["samples"]:
-                print(sample)
-    else:
-        batches = trainer.predict(task, datamodule=datamodule)
-        summary["checkpoint"] = ckpt
-        outputs = _collate_predictions(batches)
-        if trainer.world_size > 1:
-            data = getattr(datamodule, "predict_data", None)
-            outputs = _gather_in_input_order(outputs, len(data[0]) if data else None)
-        if trainer.is_global_zero:
-            frame = datamodule.predictions_frame(outputs)
-            path = output_dir / "predictions.csv"
-            write_csv(frame, path, index_label="row")
-            artifacts.append(path)
-            summary["predictions"] = {"path": str(path), "rows": len(frame)}
 
-    if mode in ("train", "test"):
-        logged = trainer.callback_metrics
-        summary["metrics"] = _scalar_metrics(
-            {k: v for k, v in logged.items() if k.startswith("test/")}
+def _train(run: _Run) -> None:
+    """Fit (resuming from ``ckpt_path`` if given), then test the best checkpoint."""
+    trainer, summary = run.trainer, run.summary
+    _fit(trainer, run.task, run.datamodule, run.ckpt, summary, run.output_dir, run.started)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    fit_metrics = _scalar_metrics(trainer.callback_metrics)
+    trainer.test(run.task, datamodule=run.datamodule, ckpt_path=best, verbose=not run.console)
+    summary["best_checkpoint"] = best
+    summary["best_epoch"] = _best_epoch(best)
+    if isinstance(trainer.checkpoint_callback, ModelCheckpoint):
+        summary["last_checkpoint"] = trainer.checkpoint_callback.last_model_path or None
+        score = trainer.checkpoint_callback.best_model_score
+        summary["best_score"] = {
+            "monitor": run.cfg.monitor,
+            "value": float(score) if score is not None else None,
+        }
+    summary["epochs"] = trainer.current_epoch
+    summary["max_epochs"] = trainer.max_epochs
+    summary["stopped_early"] = bool(
+        trainer.max_epochs and 0 < trainer.current_epoch < trainer.max_epochs
+    )
+    summary["global_step"] = trainer.global_step
+    summary["fit_metrics"] = fit_metrics
+    _record_scores(run)
+
+
+def _test(run: _Run) -> None:
+    """Test the checkpoint's model on the datamodule's test split."""
+    run.trainer.test(run.task, datamodule=run.datamodule, verbose=not run.console)
+    run.summary["checkpoint"] = run.ckpt
+    _record_scores(run)
+
+
+def _generate(run: _Run) -> None:
+    """Sample from a language model checkpoint into ``samples.txt``."""
+    run.summary["checkpoint"] = run.ckpt
+    if not hasattr(run.task, "generate_report"):
+        raise ConfigError(f"mode=generate: task {run.task_name!r} does not generate samples")
+    sample = _container(run.cfg.sample)
+    report = run.task.generate_report(run.datamodule, seed=int(run.cfg.seed), **sample)
+    run.summary.update(report)
+    if run.trainer.is_global_zero:
+        path = run.output_dir / "samples.txt"
+        write_text_atomic(path, run.task.format_samples(report["samples"]))
+        run.artifacts.append(path)
+        for line in report["samples"]:
+            print(line)
+
+
+def _predict(run: _Run) -> None:
+    """Predict ``datamodule.predict_path`` into ``predictions.csv``, in input order."""
+    batches = run.trainer.predict(run.task, datamodule=run.datamodule)
+    run.summary["checkpoint"] = run.ckpt
+    outputs = _collate_predictions(batches)
+    if run.trainer.world_size > 1:
+        data = getattr(run.datamodule, "predict_data", None)
+        outputs = _gather_in_input_order(outputs, len(data[0]) if data else None)
+    if run.trainer.is_global_zero:
+        frame = run.datamodule.predictions_frame(outputs)
+        path = run.output_dir / "predictions.csv"
+        write_csv(frame, path, index_label="row")
+        run.artifacts.append(path)
+        run.summary["predictions"] = {"path": str(path), "rows": len(frame)}
+
+
+#: What each mode does once the run is prepared.
+MODE_STEPS = {"train": _train, "test": _test, "generate": _generate, "predict": _predict}
+
+
+def _record_scores(run: _Run) -> None:
+    """Test and baseline metrics (non-finite ones named), notes, data warnings, artefacts."""
+    summary, trainer = run.summary, run.trainer
+    logged = trainer.callback_metrics
+    summary["metrics"] = _scalar_metrics({k: v for k, v in logged.items() if k.startswith("test/")})
+    baseline = _scalar_metrics({k: v for k, v in logged.items() if k.startswith("baseline/")})
+    if baseline:
+        summary["baseline"] = baseline
+    undefined = not_finite({**summary["metrics"], **baseline})
+    if undefined:  # e.g. a skill score against a baseline with zero error
+        summary["undefined_metrics"] = undefined
+        log.warning(
+            "%s came out NaN or infinite (undefined on this data): written as null in summary.json",
+            ", ".join(undefined),
         )
-        baseline = _scalar_metrics({k: v for k, v in logged.items() if k.startswith("baseline/")})
-        if baseline:
-            summary["baseline"] = baseline
-        undefined = not_finite({**summary["metrics"], **baseline})
-        if undefined:  # e.g. a skill score against a baseline with zero error
-            summary["undefined_metrics"] = undefined
-            log.warning(
-                "%s came out NaN or infinite (undefined on this data): written as null in "
-                "summary.json",
-                ", ".join(undefined),
-            )
-        notes = task.summary_notes()
-        if notes:
-            summary["notes"] = notes
-            for note in notes:
-                log.info(note)
-        data_warnings = getattr(datamodule, "data_warnings", None)
-        if data_warnings:
-            summary["data_warnings"] = list(data_warnings)
-        if trainer.is_global_zero:
-            artifacts += task.save_artifacts(output_dir, datamodule)
+    notes = run.task.summary_notes()
+    if notes:
+        summary["notes"] = notes
+        for note in notes:
+            log.info(note)
+    data_warnings = getattr(run.datamodule, "data_warnings", None)
+    if data_warnings:
+        summary["data_warnings"] = list(data_warnings)
     if trainer.is_global_zero:
-        for logger in trainer.loggers:
-            if isinstance(logger, CSVLogger):
-                logger.save()
-                metrics_csv = Path(logger.log_dir) / "metrics.csv"
-                if metrics_csv.is_file():
-                    if mode == "train" and ckpt is not None:
-                        _prepend_earlier_epochs(metrics_csv, Path(ckpt).parent.parent)
-                    artifacts.append(metrics_csv)
-                    plot = save_history_plot(
-                        metrics_csv, output_dir / "history.png", task.main_metric
-                    )
-                    if plot is not None:
-                        artifacts.append(plot)
-                break
+        run.artifacts += run.task.save_artifacts(run.output_dir, run.datamodule)
 
-    entries = [_registry.get("task", task_name)] if task_name in _registry.entries("task") else []
-    if dm_name in _registry.entries("datamodule"):
-        entries.append(_registry.get("datamodule", dm_name))
-    summary.update(
+
+def _record_history(run: _Run) -> None:
+    """``metrics.csv`` (the whole training when resumed) and ``history.png``."""
+    for logger in run.trainer.loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        logger.save()
+        metrics_csv = Path(logger.log_dir) / "metrics.csv"
+        if metrics_csv.is_file():
+            if run.mode == "train" and run.ckpt is not None:
+                _prepend_earlier_epochs(metrics_csv, Path(run.ckpt).parent.parent)
+            run.artifacts.append(metrics_csv)
+            main_metric = getattr(run.task, "main_metric", "loss")
+            plot = save_history_plot(metrics_csv, run.output_dir / "history.png", main_metric)
+            if plot is not None:
+                run.artifacts.append(plot)
+        return
+
+
+def _finish(run: _Run) -> dict[str, Any]:
+    """The summary's common fields, written to ``summary.json``."""
+    entries = (
+        [_registry.get("task", run.task_name)] if run.task_name in _registry.entries("task") else []
+    )
+    if run.dm_name in _registry.entries("datamodule"):
+        entries.append(_registry.get("datamodule", run.dm_name))
+    run.summary.update(
         {
-            "task": task_name,
-            "task_class": f"{type(task).__module__}.{type(task).__qualname__}",
-            "datamodule": dm_name,
-            "seed": int(cfg.seed),
+            "task": run.task_name,
+            "task_class": f"{type(run.task).__module__}.{type(run.task).__qualname__}",
+            "datamodule": run.dm_name,
+            "seed": int(run.cfg.seed),
             "status": "completed",
-            "wall_time_s": round(time.time() - started, 3),
-            "output_dir": str(output_dir),
-            "artifacts": sorted(str(p) for p in artifacts),
+            "wall_time_s": round(time.time() - run.started, 3),
+            "output_dir": str(run.output_dir),
+            "artifacts": sorted(str(p) for p in run.artifacts),
             "versions": _versions(entries),
         }
     )
-    _write_json(output_dir / "summary.json", summary)
-    return summary
+    _write_json(run.output_dir / "summary.json", run.summary)
+    return run.summary
+
+
+def _execute(
+    cfg: DictConfig, datamodule: L.LightningDataModule | None, console: bool = False
+) -> dict[str, Any]:
+    run = _prepare(cfg, datamodule, console)
+    MODE_STEPS[run.mode](run)
+    if run.trainer.is_global_zero:
+        _record_history(run)
+    return _finish(run)

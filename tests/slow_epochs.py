@@ -14,3 +14,10 @@ class SlowEpochs(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         time.sleep(self.seconds)  # before the checkpoints of the epoch are written
+
+
+class BrokenCallback(L.Callback):
+    """A callback with a bug in its constructor (not a config mistake)."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("a bug in the callback")

@@ -167,3 +167,27 @@ def test_misspelt_settings_and_unusable_folders_are_one_line(tmp_path, override,
 def test_a_new_key_added_on_purpose_is_accepted(tmp_path):
     result = run_cli("+task=iris_mlp", "debug=tiny", "+my_note=first try", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_callback_config_mistake_is_one_line_but_a_callback_bug_keeps_its_traceback(tmp_path):
+    from conftest import ROOT
+
+    env = {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])
+        )
+    }
+    mistake = run_cli(
+        "+task=iris_mlp", "debug=tiny", "+callbacks.x._target_=nope.Nope", cwd=tmp_path
+    )
+    assert mistake.returncode == 2
+    assert mistake.stderr.startswith("error: callbacks.x could not be built: Error locating target")
+    bug = run_cli(
+        "+task=iris_mlp",
+        "debug=tiny",
+        "+callbacks.b._target_=slow_epochs.BrokenCallback",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert bug.returncode not in (0, 2)
+    assert "Traceback" in bug.stderr and "RuntimeError: a bug in the callback" in bug.stderr
