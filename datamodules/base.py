@@ -1,134 +1,18 @@
-"""The thin base every datamodule builds on, and the in-memory batch loader."""
+"""The thin base every datamodule builds on (and, from tasks.batches, the in-memory loader)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor
 
+# TensorLoader lives in the leaf module that tasks share; this stays its documented import path
+from tasks.batches import TensorLoader
 from tasks.errors import ConfigError, DataError
-from tasks.fused import StepGroup
-
-
-class TensorLoader:
-    """Batches sliced from tensors held in memory: no per-row collation, no workers.
-
-    Each epoch draws a fresh permutation from a seeded generator (``seed + epoch``),
-    so runs are reproducible. Under ``torch.distributed`` every rank takes an
-    interleaved, equally long share of the indices (padded by wrapping around, as
-    ``DistributedSampler`` does) so that ranks step in lockstep; ``tasks._ranks.unshard``
-    puts gathered shares back in input order.
-
-    Args:
-        tensors: Tensors with the same first dimension.
-        batch_size: Rows per batch.
-        shuffle: Permute the rows every epoch.
-        drop_last: Drop the last, smaller batch (keeps shapes fixed, e.g. under compile).
-        seed: Base seed of the permutation.
-        collate: Turns each batch of slices into what the model receives, e.g. window
-            start indices into windows gathered from a strided view (nothing is
-            materialised beyond the batch).
-        group: Yield :class:`~tasks.fused.StepGroup` lists of this many consecutive
-            batches (the last may be shorter), for tasks that take several optimizer
-            steps per Lightning step; the length counts groups.
-    """
-
-    def __init__(
-        self,
-        *tensors: Tensor,
-        batch_size: int,
-        shuffle: bool = False,
-        drop_last: bool = False,
-        seed: int = 0,
-        collate: Callable[[tuple[Tensor, ...]], Any] | None = None,
-        group: int = 1,
-    ) -> None:
-        if not tensors:
-            raise ValueError("TensorLoader needs at least one tensor")
-        n = len(tensors[0])
-        if any(len(t) != n for t in tensors):
-            raise ValueError(f"tensors differ in length: {[len(t) for t in tensors]}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        self.tensors = tensors
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.collate = collate
-        self.group = max(1, int(group))
-        self.epoch = 0
-
-    @staticmethod
-    def _world() -> tuple[int, int]:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-
-    def _rows(self) -> int:
-        n = len(self.tensors[0])
-        _, world = self._world()
-        return -(-n // world)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the next permutation as epoch ``epoch`` (``seed + epoch``): called when each
-        training epoch starts (``tasks.callbacks.ResumeState``), so a run resumed at epoch k
-        shuffles as the uninterrupted run's epoch k did, not as epoch 0."""
-        self.epoch = int(epoch)
-
-    @property
-    def num_batches(self) -> int:
-        """Batches per epoch (on this rank), whatever the grouping."""
-        rows = self._rows()
-        return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
-
-    def __len__(self) -> int:
-        return -(-self.num_batches // self.group)
-
-    def __iter__(self) -> Iterator[Any]:
-        batches = self._slices()
-        if self.collate is not None:
-            batches = map(self.collate, batches)
-        return batches if self.group == 1 else self._groups(batches)
-
-    def _groups(self, batches: Iterator[Any]) -> Iterator[StepGroup]:
-        group = StepGroup()
-        for batch in batches:
-            group.append(batch)
-            if len(group) == self.group:
-                yield group
-                group = StepGroup()
-        if group:
-            yield group
-
-    def _slices(self) -> Iterator[tuple[Tensor, ...]]:
-        n = len(self.tensors[0])
-        rank, world = self._world()
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            index: Tensor | None = torch.randperm(n, generator=generator)
-        else:
-            index = None
-        self.epoch += 1
-        if world > 1:
-            if index is None:
-                index = torch.arange(n)
-            total = self._rows() * world
-            index = torch.cat([index, index[: total - n]])[rank::world]
-        rows = n if index is None else len(index)
-        stop = rows - rows % self.batch_size if self.drop_last else rows
-        for start in range(0, stop, self.batch_size):
-            end = min(start + self.batch_size, stop)
-            if index is None:  # contiguous views, no copy
-                yield tuple(t[start:end] for t in self.tensors)
-            else:
-                part = index[start:end]
-                yield tuple(t[part] for t in self.tensors)
 
 
 def class_predictions(

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
+from tasks.batches import StepGroup
 from tasks.errors import ConfigError
-from tasks.fused import StepGroup
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,

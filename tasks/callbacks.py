@@ -10,9 +10,9 @@ from lightning.pytorch.callbacks import ProgressBar, RichModelSummary, RichProgr
 from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
 from rich.progress import ProgressColumn
 from rich.text import Text
-from torch import Tensor, nn
+from torch import nn
 
-from tasks.fused import StepGroup
+from tasks.batches import batch_count, batch_rows
 
 
 class CompileModel(L.Callback):
@@ -113,25 +113,6 @@ def plain_summary(
     return lines
 
 
-def batch_rows(batch: Any) -> int:
-    """Rows in a batch (tensor, tuple, dict) or in every batch of a step group."""
-    if isinstance(batch, StepGroup):
-        return sum(batch_rows(b) for b in batch)
-    if isinstance(batch, Tensor):
-        return int(batch.shape[0]) if batch.ndim else 1
-    values = batch.values() if isinstance(batch, dict) else batch
-    if isinstance(values, (list, tuple)) or isinstance(batch, dict):
-        for value in values:
-            rows = batch_rows(value)
-            if rows:
-                return rows
-    return 0
-
-
-def _batches(batch: Any) -> int:
-    return len(batch) if isinstance(batch, StepGroup) else 1
-
-
 def _loader_batches(loaders: Any, counted: float) -> float:
     """Batches Lightning's count ``counted`` stands for: a loader that groups batches
     (``num_batches`` > its length) yields groups, and Lightning counts groups."""
@@ -181,7 +162,7 @@ class BatchProgressBar(RichProgressBar):
         rows = (
             self.progress.tasks[bar].fields.get("rows", 0) if bar < len(self.progress.tasks) else 0
         )
-        self.progress.update(bar, advance=_batches(batch), rows=rows + batch_rows(batch))
+        self.progress.update(bar, advance=batch_count(batch), rows=rows + batch_rows(batch))
         self.refresh()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -246,7 +227,7 @@ class EpochLines(ProgressBar):
         self._batches = self._rows = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
-        self._batches += _batches(batch)
+        self._batches += batch_count(batch)
         self._rows += batch_rows(batch)
         now = time.perf_counter()
         if self._started is None or now - self._said < self.every or not self._enabled:

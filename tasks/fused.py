@@ -28,6 +28,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import lightning as L
+from lightning.pytorch.strategies import SingleDeviceStrategy
+
+from datamodules.base import BaseDataModule
+from tasks.base import BaseTask
+from tasks.batches import StepGroup  # noqa: F401 (its old import path)
+from tasks.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 #: What ``steps_per_execution: auto`` asks for on in-memory data (measured in
@@ -64,14 +72,8 @@ BATCH_HOOKS = (
 )
 
 
-class StepGroup(list):
-    """Consecutive batches that one Lightning step trains (or validates) on, in order."""
-
-
 def resolve(requested: Any) -> int:
     """``auto``, ``null`` or an int >= 1 as a number of steps per execution."""
-    from tasks.errors import ConfigError
-
     if requested in (None, "auto"):
         return AUTO_STEPS
     try:
@@ -88,12 +90,6 @@ def resolve(requested: Any) -> int:
 
 def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
     """Why ``task`` must take one step at a time under ``trainer``, or None if it may group."""
-    import lightning as L
-    from lightning.pytorch.strategies import SingleDeviceStrategy
-
-    from datamodules.base import BaseDataModule
-    from tasks.base import BaseTask
-
     if not isinstance(task, BaseTask):
         return f"{type(task).__name__} is not a BaseTask"
     if not isinstance(datamodule, BaseDataModule) or _overridden(

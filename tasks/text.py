@@ -14,8 +14,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tasks._classify import ClassificationOutputs, label_metrics
 from tasks._files import write_csv, write_text_atomic
-from tasks._ranks import unshard
 from tasks.base import BaseTask
+from tasks.batches import unshard
 from tasks.errors import ConfigError, DataError
 from tasks.nets.text import build_char_net, build_text_net
 
@@ -150,6 +150,8 @@ class TextClassification(ClassificationOutputs, BaseTask):
 
     # -- test outputs in input order, for the confident mistakes -----------------------------
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        """The confusion matrix, and the softmax probabilities of the raw logits with the
+        labels, for ``confident_mistakes.csv``."""
         super().record_test_outputs(output, target)
         self._test_rows.append((target, output.float().softmax(dim=-1)))
 
