@@ -86,9 +86,11 @@ class TabularDataModule(BaseDataModule):
     split had gaps) and standardised with training-split statistics; categorical
     columns are one-hot encoded or integer-coded for embeddings, with an unknown
     bucket for categories first seen at predict time. Classification labels (strings
-    too) are encoded and decoded back in predictions; regression targets are
-    standardised and predictions returned in original units. All of that state is
-    saved with the checkpoint.
+    too) are encoded and decoded back in predictions; regression targets are always
+    standardised with the training mean and standard deviation (``data_facts()`` passes
+    them as ``target_center``/``target_scale``, and the task's ``unscale`` inverts them),
+    so metrics and predictions are in original units. All of that state is saved with
+    the checkpoint.
 
     Args:
         path: CSV/TSV/Parquet file with features and the target column.
@@ -245,6 +247,14 @@ class TabularDataModule(BaseDataModule):
         Override it (and leave ``path``/``dataset`` unset) to feed generated or
         downloaded rows through the same checks, preprocessing and splits. Called
         once per ``setup``; it must return the same rows every time (seed it).
+
+        Returns:
+            A ``pandas.DataFrame`` with the feature columns and the ``target`` column(s).
+
+        Called by:
+            ``setup`` for every stage but ``predict`` (fit, validate, test), once while the
+            splits are not built yet, and only when a subclass overrides it; never for
+            ``mode=predict``, which reads ``predict_path``.
         """
         raise NotImplementedError
 

@@ -55,15 +55,20 @@ class ClassificationOutputs:
         self.test_inputs: Tensor | None = None
 
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Keeps the batch's first input as ``self.test_inputs`` (as the datamodule made it)
+        for :meth:`record_test_outputs`, then runs the shared step."""
         self.test_inputs = batch[0]
         return super().test_step(batch, batch_idx)  # type: ignore[misc]
 
     def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Probabilities for :func:`label_metrics`."""
+        """Softmax probabilities of the logits for :func:`label_metrics`: of class 1
+        ``(N,)`` when binary, ``(N, num_classes)`` otherwise; class-id targets unchanged."""
         prob = output.float().softmax(dim=-1)
         return (prob[:, 1] if self.hparams.num_classes == 2 else prob), target
 
     def baseline_output(self, output: Tensor) -> Tensor | None:
+        """Log-prior logits from ``class_counts`` for every row: the majority class, with one
+        ranking for all rows (AUROC 0.5); None without ``class_counts``."""
         counts = self.hparams.class_counts
         if not counts:
             return None
@@ -72,6 +77,8 @@ class ClassificationOutputs:
         return prior.log().expand_as(output)
 
     def predict_outputs(self, output: Tensor) -> dict[str, Tensor]:
+        """``pred``: the class index ``(N,)`` (the datamodule's ``predictions_frame`` turns it
+        into the class label); ``prob``: softmax probabilities ``(N, num_classes)``."""
         prob = output.float().softmax(dim=-1)
         return {"pred": prob.argmax(dim=-1), "prob": prob}
 
@@ -79,6 +86,7 @@ class ClassificationOutputs:
         self.test_confusion.reset()
 
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        """Adds the argmax of the raw logits and the class ids to the test confusion matrix."""
         self.test_confusion.update(output.argmax(dim=-1), target)
 
     def on_test_epoch_end(self) -> None:

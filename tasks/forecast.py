@@ -140,6 +140,9 @@ class Forecasting(BaseTask):
 
     # -- units ---------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
+        """Scaled forecasts ``(N, horizon, num_targets)`` of windows ``(N, lookback,
+        num_inputs)``; with ``residual``, the network's output plus the last observed
+        (scaled) target values."""
         out = self.model(x)
         if self.hparams.residual:
             out = out + x[:, -1:, : self.hparams.num_targets]
@@ -151,16 +154,24 @@ class Forecasting(BaseTask):
         return out.exp() if self.hparams.target_log else out
 
     def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Forecasts and truths, both scaled by the datamodule, in original units
+        (:meth:`unscale`), flattened over windows and horizon steps: ``(N * horizon,
+        num_targets)``, or ``(N * horizon,)`` for one target."""
         k = self.hparams.num_targets
         pred, true = self.unscale(output.float()), self.unscale(target.float())
         shape = (-1, k) if k > 1 else (-1,)
         return pred.reshape(shape), true.reshape(shape)
 
     def predict_outputs(self, output: Tensor) -> dict[str, Tensor]:
+        """``pred``: forecasts ``(N, horizon, num_targets)`` in original units."""
         return {"pred": self.unscale(output.float())}
 
     # -- steps ---------------------------------------------------------------------------
     def model_step(self, batch: Any, stage: str) -> Tensor:
+        """Takes the dict batches of the datamodule (``x``, ``y``; test batches also
+        ``naive``, ``seasonal_naive`` and ``start``) as ``(x, y)``. On test batches it also
+        updates the baselines' metrics through :meth:`metric_inputs` (so in original units;
+        :meth:`baseline_output` is not used) and keeps the rows for the test table."""
         if stage == "test":
             y = batch["y"]
             for name, metrics in self.baselines.items():
@@ -170,6 +181,8 @@ class Forecasting(BaseTask):
         return super().model_step((batch["x"], batch["y"]), stage)
 
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        """Keeps the raw (scaled) forecasts beside the batch's rows; ``on_test_epoch_end``
+        unscales the gathered table for ``test_forecasts.csv`` and the plots."""
         self._test_rows[-1]["pred"] = output
 
     def on_test_epoch_start(self) -> None:

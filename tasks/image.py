@@ -160,6 +160,7 @@ class ImageClassification(ClassificationOutputs, BaseTask):
         return MetricCollection(metrics)
 
     def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits and class ids unchanged, for the multiclass metrics (even for 2 classes)."""
         return output, target  # multiclass metrics (top-k too) take logits, even for 2 classes
 
     def normalize(self, images: Tensor) -> Tensor:
@@ -170,10 +171,14 @@ class ImageClassification(ClassificationOutputs, BaseTask):
         return (images.float() * scale - self.mean[:, None, None]) / self.std[:, None, None]
 
     def forward(self, images: Tensor) -> Tensor:
+        """Logits ``(N, num_classes)`` of uint8 images ``(N, C, H, W)``, normalised here
+        (:meth:`normalize`) so that a loaded checkpoint takes raw pixels."""
         return self.model(self.normalize(images))
 
     # -- augmentation on the device ------------------------------------------------------
     def augment_batch(self, batch: Any) -> Any:
+        """Random crops, flips and torchvision v2 transforms of the uint8 images, batch-wise
+        on the device (before :meth:`forward` normalises them); labels unchanged."""
         augment = self.hparams.augment
         images, *rest = batch
         if augment.get("crop_padding"):
@@ -214,6 +219,9 @@ class ImageClassification(ClassificationOutputs, BaseTask):
         self._seen = 0
 
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        """The confusion matrix, and the misclassified images (raw uint8
+        ``self.test_inputs``) with the highest loss of the raw logits, for
+        ``worst_misclassified.png``."""
         super().record_test_outputs(output, target)
         keep = self.hparams.worst_images
         if not keep or self.test_inputs is None:

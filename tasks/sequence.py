@@ -99,6 +99,8 @@ class SequenceClassification(ClassificationOutputs, BaseTask):
         return nn.CrossEntropyLoss()
 
     def augment_batch(self, batch: Any) -> Any:
+        """Time reversal, sign flips and noise per sequence (:func:`augment_sequences`) of
+        the values as the datamodule normalised them; labels unchanged."""
         augment = self.hparams.augment
         x, *rest = batch
         x = augment_sequences(
@@ -117,6 +119,8 @@ class SequenceClassification(ClassificationOutputs, BaseTask):
         self._examples = []
 
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        """The confusion matrix, and up to 2,000 test sequences (as the datamodule normalised
+        them) with their labels and predicted classes, for ``example_sequences.png``."""
         super().record_test_outputs(output, target)
         if self.test_inputs is not None and sum(len(t) for _, t, _ in self._examples) < 2000:
             pred = output.argmax(dim=-1)

@@ -106,16 +106,22 @@ class SeriesAnomalyDetection(BaseTask):
     def predict_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Tensor]:
+        """``error``: squared reconstruction errors ``(N, window)`` of the standardised
+        windows; ``threshold``: the model's threshold per window. The datamodule's
+        ``predictions_frame`` assembles them into per-step scores. Replaces
+        :meth:`predict_outputs`, which this task does not use."""
         windows = batch[0] if isinstance(batch, (tuple, list)) else batch
         errors = self.step_errors(windows)
         return {"error": errors, "threshold": self.threshold.expand(len(errors))}
 
     # -- per-step scores on validation and test -------------------------------------------
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Keeps the batch's per-step errors for the threshold, then runs the shared step."""
         self._errors.append(self.step_errors(batch[0]).detach())
         return super().validation_step(batch, batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Keeps the batch's per-step errors for the test scores, then runs the shared step."""
         self._errors.append(self.step_errors(batch[0]).detach())
         return super().test_step(batch, batch_idx)
 

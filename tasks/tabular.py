@@ -210,6 +210,8 @@ class TabularRegression(_TabularTask):
         )
 
     def forward(self, *inputs: Tensor) -> Tensor:
+        """Standardised predictions: ``(N,)`` for one target, ``(N, num_targets)`` for
+        several, from the numeric and categorical inputs ``(x_num, x_cat)``."""
         out = self.model(*inputs)
         return out.squeeze(-1) if self.hparams.num_targets == 1 else out
 
@@ -220,18 +222,24 @@ class TabularRegression(_TabularTask):
         return values * self.target_scale + self.target_center
 
     def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Predictions and targets, both standardised by the datamodule, back in original
+        units (:meth:`unscale`): the metrics report original units."""
         return self.unscale(output), self.unscale(target)
 
     def baseline_output(self, output: Tensor) -> Tensor | None:
+        """Zeros: the training mean in standardised units (:meth:`metric_inputs` unscales it)."""
         return torch.zeros_like(output)  # the training mean, in standardised units
 
     def predict_outputs(self, output: Tensor) -> dict[str, Tensor]:
+        """``pred`` in original units (:meth:`unscale` of the standardised output)."""
         return {"pred": self.unscale(output)}
 
     def on_test_epoch_start(self) -> None:
         self._test_pairs = []
 
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
+        """Keeps predictions and targets in original units for the regression plots: both
+        arrive standardised and go through :meth:`metric_inputs`, as the metrics do."""
         pred, true = self.metric_inputs(output, target)
         self._test_pairs.append((pred.cpu(), true.cpu()))
 
