@@ -124,13 +124,41 @@ class BaseDataModule(L.LightningDataModule):
 
     # -- fitted state and setup ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The preprocessing state to store in checkpoints: a copy of ``fitted_state``.
+
+        Called by:
+            Lightning, whenever it saves a checkpoint (stored under the datamodule's class
+            name); the conformance kit compares it with the checkpoint's copy.
+
+        """
         return dict(self.fitted_state)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore ``fitted_state`` from a checkpoint; :meth:`setup_fit` must then keep it.
+
+        Args:
+            state_dict: What :meth:`state_dict` returned when the checkpoint was saved.
+
+        Called by:
+            The runner before ``setup`` in ``mode=test``, ``mode=predict`` and when
+            resuming (``ckpt_path=``), Lightning when it restores a checkpoint, and the
+            conformance kit on a rebuilt datamodule.
+
+        """
         self.fitted_state = dict(state_dict or {})
 
     def setup(self, stage: str | None = None) -> None:
-        """``setup_predict`` for predicting, else ``setup_fit`` once (train/val/test data)."""
+        """``setup_predict`` for predicting, else ``setup_fit`` once (train/val/test data).
+
+        Args:
+            stage: Lightning's stage: ``fit``, ``validate``, ``test`` or ``predict``.
+
+        Called by:
+            Lightning at the start of ``fit``, ``validate``, ``test`` and ``predict``, and
+            the runner (``setup("fit")`` before :meth:`data_facts` in ``mode=train``).
+            Override :meth:`setup_fit` and :meth:`setup_predict` rather than this.
+
+        """
         if stage == "predict":
             self.setup_predict()
         elif self.train_data is None:
@@ -138,16 +166,54 @@ class BaseDataModule(L.LightningDataModule):
 
     def setup_fit(self) -> None:
         """Load the data, fit ``fitted_state`` on the training split unless it was restored,
-        and fill ``train_data``, ``val_data`` and (when there is one) ``test_data``."""
+        and fill ``train_data``, ``val_data`` and (when there is one) ``test_data``.
+
+        Each is a tuple of tensors in the ``(*inputs, target)`` layout with one first
+        dimension; the base class's loaders slice batches from them.
+
+        Called by:
+            :meth:`setup` for every stage but ``predict``, once (while ``train_data`` is
+            None): the runner in ``mode=train`` before :meth:`data_facts`, and Lightning's
+            ``fit``, ``validate`` and ``test``. In ``mode=test`` and when resuming,
+            :meth:`load_state_dict` has restored ``fitted_state`` from the checkpoint
+            before: keep it, never refit it.
+
+        """
         raise NotImplementedError
 
     def setup_predict(self) -> None:
-        """Fill ``predict_data`` from ``predict_path`` with the fitted state."""
+        """Fill ``predict_data`` from ``predict_path`` with the fitted state.
+
+        ``predict_data`` is a tuple of the input tensors only (no target), transformed
+        exactly as in :meth:`setup_fit`. The default raises ``ConfigError`` (this
+        datamodule does not predict new data).
+
+        Called by:
+            :meth:`setup` with stage ``predict`` (``mode=predict``), after
+            :meth:`load_state_dict` restored ``fitted_state`` from the checkpoint
+            (:meth:`check_predict_ready` checks both). When it raises a ``UserError`` the
+            conformance kit predicts the test inputs instead.
+
+        """
         raise ConfigError(f"{type(self).__name__} does not predict new data")
 
     def check_predict_ready(self, needs_path: bool = True) -> None:
         """Predicting needs ``predict_path`` (unless the data has a default) and the
-        preprocessing restored from a checkpoint, never refitted on the new data."""
+        preprocessing restored from a checkpoint, never refitted on the new data.
+
+        Args:
+            needs_path: Whether ``predict_path`` must be set (False where the data has a
+                default, e.g. forecasting the training file's end).
+
+        Raises:
+            ConfigError: ``predict_path`` is missing.
+            DataError: ``fitted_state`` was not restored.
+
+        Called by:
+            A datamodule's :meth:`setup_predict`, before it reads anything (the series,
+            forecast and text datamodules do).
+
+        """
         if needs_path and self.hparams.get("predict_path") is None:
             raise ConfigError("predicting needs datamodule.predict_path=FILE")
         if not self.fitted_state:
@@ -155,11 +221,38 @@ class BaseDataModule(L.LightningDataModule):
 
     # -- what subclasses provide ---------------------------------------------------------
     def data_facts(self) -> dict[str, Any]:
-        """Facts learnt from the data that the task needs (e.g. ``num_features``)."""
+        """Facts learnt from the data that the task needs (e.g. ``num_features``).
+
+        Returns:
+            Keyword arguments of the task's constructor, as plain data (numbers, strings,
+            lists). A key that the task's constructor chain does not take is left out; a
+            config value that contradicts one is a ``ConfigError``.
+
+        Called by:
+            The runner in ``mode=train`` and ``tasks.testing.check_preset``, once, after
+            ``setup("fit")``: ``build_task(cfg, datamodule.data_facts())``. Not in
+            ``mode=test`` or ``predict``, where the task comes from the checkpoint's
+            hyperparameters.
+
+        """
         return {}
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
-        """Turn concatenated ``predict_step`` outputs into a table, one row per input row."""
+        """Turn concatenated ``predict_step`` outputs into a table, one row per input row.
+
+        Args:
+            outputs: What the task's ``predict_outputs`` returned, concatenated over
+                batches (and gathered from every process in input order): name -> tensor
+                with one row per row of ``predict_data``.
+
+        Returns:
+            The table written to ``predictions.csv`` (index column ``row``). The default
+            writes a column per 1-D output and ``<name>_<j>`` columns for 2-D ones.
+
+        Called by:
+            The runner in ``mode=predict``, once, on rank zero, after ``trainer.predict``.
+
+        """
         columns: dict[str, Any] = {}
         for key, value in outputs.items():
             array = value.detach().cpu().numpy()

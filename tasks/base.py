@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 
-from tasks.batches import StepGroup
+from tasks._grouped import PLATEAU_MONITOR, GroupedSteps
 from tasks.errors import ConfigError
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -22,8 +21,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 SCHEDULERS = ("none", "cosine", "step", "plateau", "onecycle")
 STAGES = ("train", "val", "test")
-#: What ``scheduler=plateau`` watches.
-PLATEAU_MONITOR = "val/loss"
+__all__ = ["PLATEAU_MONITOR", "BaseTask", "TaskCore"]  # PLATEAU_MONITOR: its old import path
 
 
 def separate_states(metrics: MetricCollection) -> MetricCollection:
@@ -92,31 +90,66 @@ def shadowed_arguments(cls: type) -> dict[str, type]:
     found: dict[str, type] = {}
     for base in cls.__mro__[1:]:
         base_init = base.__dict__.get("__init__")
-        if base_init is None or not issubclass(base, BaseTask):
+        if base_init is None or not issubclass(base, TaskCore):
             continue
         for name in own & named(base_init):
             found.setdefault(name, base)
     return found
 
 
-class BaseTask(L.LightningModule):
-    """Shared machinery: hyperparameters, one step for every stage, optimizers by name.
+def warn_shadowed_arguments(cls: type) -> None:
+    """An :class:`~tasks.errors.ArgumentShadowWarning` per :func:`shadowed_arguments` name."""
+    import warnings
 
-    Subclasses take typed scalar arguments, forward the rest to this constructor
-    and implement :meth:`configure_model` (and usually :meth:`configure_loss` and
-    :meth:`configure_metrics`) by reading ``self.hparams``. Every constructor
-    argument of the whole class chain is saved, so ``Task.load_from_checkpoint(path)``
-    alone rebuilds the task.
+    from tasks.errors import ArgumentShadowWarning
 
-    Args:
-        optimizer: One of ``adam``, ``adamw``, ``sgd``, ``rmsprop``.
-        lr: Learning rate.
-        weight_decay: Decoupled (adamw) or L2 (others) weight decay.
-        momentum: Momentum for ``sgd`` and ``rmsprop``.
-        scheduler: One of ``none``, ``cosine``, ``step``, ``plateau``, ``onecycle``.
-        step_size: Epochs between decays for ``scheduler=step``.
-        gamma: Decay factor for ``step`` and ``plateau``.
-        patience: Epochs without improvement of ``val/loss`` before ``plateau`` decays.
+    for name, base in shadowed_arguments(cls).items():
+        owner = "BaseTask" if base is TaskCore else base.__qualname__  # the public name
+        warnings.warn(
+            f"{cls.__qualname__}.__init__ takes {name!r}, which {owner} already "
+            f"takes for its own purpose: both read hparams.{name}, so one setting drives "
+            f"both. Rename yours (e.g. '{cls.__name__.lower()}_{name}'), pass it on with "
+            f"super().__init__({name}={name}, ...), or list it in shared_arguments if it "
+            "is the same setting",
+            ArgumentShadowWarning,
+            stacklevel=3,
+        )
+
+
+def build_optimizers(task: TaskCore) -> Any:
+    """The optimizer (and learning-rate schedule) ``task.hparams`` name, in the form
+    ``configure_optimizers`` returns."""
+    hp = task.hparams
+    kwargs: dict[str, Any] = {"lr": hp.lr, "weight_decay": hp.weight_decay}
+    if hp.optimizer in ("sgd", "rmsprop"):
+        kwargs["momentum"] = hp.momentum
+    optimizer = OPTIMIZERS[hp.optimizer](task.parameters(), **kwargs)
+    if hp.scheduler == "none":
+        return optimizer
+    sched = torch.optim.lr_scheduler
+    if hp.scheduler == "cosine":
+        scheduler = sched.CosineAnnealingLR(optimizer, T_max=max(1, task.trainer.max_epochs or 1))
+    elif hp.scheduler == "step":
+        scheduler = sched.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
+    elif hp.scheduler == "plateau":
+        scheduler = sched.ReduceLROnPlateau(optimizer, factor=hp.gamma, patience=hp.patience)
+        # under manual optimization (step groups) Lightning ignores "monitor": the steps
+        # are taken, and the plateau stepped on PLATEAU_MONITOR, by GroupedSteps
+        monitor = {"monitor": PLATEAU_MONITOR} if task.automatic_optimization else {}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **monitor}}
+    else:  # onecycle steps every batch
+        scheduler = sched.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=task.optimizer_steps())
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+    return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+class TaskCore(L.LightningModule):
+    """A task without step groups: hyperparameters, one step for every stage, metrics,
+    optimizers by name, and the hooks subclasses override. Tasks subclass :class:`BaseTask`
+    (this with :class:`~tasks._grouped.GroupedSteps` on top), which documents the arguments.
     """
 
     #: Metric (without its stage prefix) drawn next to the loss in history plots.
@@ -126,20 +159,7 @@ class BaseTask(L.LightningModule):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        import warnings
-
-        from tasks.errors import ArgumentShadowWarning
-
-        for name, base in shadowed_arguments(cls).items():
-            warnings.warn(
-                f"{cls.__qualname__}.__init__ takes {name!r}, which {base.__qualname__} already "
-                f"takes for its own purpose: both read hparams.{name}, so one setting drives "
-                f"both. Rename yours (e.g. '{cls.__name__.lower()}_{name}'), pass it on with "
-                f"super().__init__({name}={name}, ...), or list it in shared_arguments if it "
-                "is the same setting",
-                ArgumentShadowWarning,
-                stacklevel=2,
-            )
+        warn_shadowed_arguments(cls)
 
     def __init__(
         self,
@@ -180,21 +200,89 @@ class BaseTask(L.LightningModule):
 
     # -- what subclasses provide -------------------------------------------------------
     def configure_model(self) -> nn.Module:
-        """Build the network (a plain ``nn.Module``) from ``self.hparams``."""
+        """Build the network (a plain ``nn.Module``) from ``self.hparams``.
+
+        Returns:
+            The network, kept as ``self.model``; the default :meth:`forward` calls it with
+            the batch's inputs.
+
+        Called by:
+            ``BaseTask.__init__``, once, after ``save_hyperparameters()`` and before
+            :meth:`configure_loss` and :meth:`configure_metrics`. Required: the default
+            raises ``NotImplementedError``.
+
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement configure_model()")
 
     def configure_loss(self) -> nn.Module:
+        """The training criterion, ``criterion(output, target)``; default ``nn.MSELoss()``.
+
+        Returns:
+            A module kept as ``self.criterion``. :meth:`step_outputs` applies it to the raw
+            network output and the batch's target, both in the units the datamodule delivers
+            (e.g. standardised regression targets).
+
+        Called by:
+            ``BaseTask.__init__``, once, after :meth:`configure_model`.
+
+        """
         return nn.MSELoss()
 
     def configure_metrics(self) -> MetricCollection:
+        """The metrics, named without a stage prefix (``acc``, ``r2``); default none.
+
+        Returns:
+            A ``torchmetrics.MetricCollection``, updated with what :meth:`metric_inputs`
+            returns. Every metric keeps its own state (compute groups are off), and the
+            collection is cloned for ``val/``, ``test/`` and ``baseline/``; training tracks
+            only the metric named by ``main_metric``.
+
+        Called by:
+            ``BaseTask.__init__``, once, after :meth:`configure_loss`.
+
+        """
         return MetricCollection({})
 
     def metric_inputs(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """What the metrics are updated with; classification passes probabilities."""
+        """What the metrics are updated with; classification passes probabilities.
+
+        Args:
+            output: The raw network output of the batch, detached, as :meth:`step_outputs`
+                returns it (logits, standardised values), or the output of
+                :meth:`baseline_output` for the batch.
+            target: The batch's target as the datamodule delivers it (class ids,
+                standardised values).
+
+        Returns:
+            ``(preds, target)`` for ``MetricCollection.update``, in the units the metrics
+            report (tabular regression and forecasting unscale both here). Under
+            ``steps_per_execution`` the pairs of a step group's batches are concatenated
+            along the first dimension before one update.
+
+        Called by:
+            :meth:`model_step`, for every training, validation and test batch (the
+            ``train/``, ``val/`` and ``test/`` metrics), and once more per test batch for
+            what :meth:`baseline_output` returned (``baseline/``).
+
+        """
         return output, target
 
     def predict_outputs(self, output: Tensor) -> dict[str, Tensor]:
-        """Per-row prediction columns from the network output."""
+        """Per-row prediction columns from the network output.
+
+        Args:
+            output: The raw network output of one predict batch, ``self(*inputs)``.
+
+        Returns:
+            Named tensors with one row per input row, in the units users read (class
+            indices and probabilities, original target units). They are concatenated over
+            batches and handed to the datamodule's ``predictions_frame``.
+
+        Called by:
+            ``predict_step``, once per predict batch (``mode=predict``, the conformance
+            kit); never in training, validation or test.
+
+        """
         return {"pred": output}
 
     def baseline_output(self, output: Tensor) -> Tensor | None:
@@ -202,33 +290,119 @@ class BaseTask(L.LightningModule):
 
         Its test metrics are logged as ``baseline/*`` beside ``test/*`` so that a user sees
         whether the network learnt anything. None means no baseline.
+
+        Args:
+            output: The raw network output of the test batch, detached (for its shape,
+                dtype and device).
+
+        Returns:
+            A tensor shaped like ``output`` and in the network's units (log-prior logits;
+            zeros for the training mean of standardised targets): it goes through
+            :meth:`metric_inputs` like the network output. None: no baseline.
+
+        Called by:
+            :meth:`model_step`, once per test batch (never in training or validation),
+            after :meth:`record_test_outputs`.
+
         """
         return None
 
     def record_test_outputs(self, output: Tensor, target: Tensor) -> None:
-        """Accumulate test-only state (e.g. a confusion matrix) for :meth:`save_artifacts`."""
+        """Accumulate test-only state (e.g. a confusion matrix) for :meth:`save_artifacts`.
+
+        Args:
+            output: The raw network output of the test batch, detached, as
+                :meth:`step_outputs` returns it: logits or standardised values, not what
+                :meth:`metric_inputs` or :meth:`predict_outputs` make of it. Call those for
+                probabilities or original units (``TabularRegression`` calls
+                ``metric_inputs``) instead of converting it a second way.
+            target: The batch's target as the datamodule delivers it (e.g. standardised).
+
+        Called by:
+            :meth:`model_step`, once per test batch, after the test metrics are updated and
+            before :meth:`baseline_output`. Reset the state in ``on_test_epoch_start`` and
+            gather it across processes in ``on_test_epoch_end`` (it runs on every process;
+            :meth:`save_artifacts` on rank zero only).
+
+        """
 
     def summary_notes(self) -> list[str]:
         """Sentences about the test result for the run summary (``notes``) and the log,
-        e.g. whether the model beats its baseline; called after testing."""
+        e.g. whether the model beats its baseline; called after testing.
+
+        Returns:
+            Sentences, stored under ``notes`` in ``summary.json`` and logged.
+
+        Called by:
+            The runner, once after testing (``mode=train``, after testing the best
+            checkpoint; ``mode=test``), on every process, before :meth:`save_artifacts`.
+
+        """
         return []
 
     def penalty(self) -> Tensor | float:
-        """Extra regularisation added to the training loss (weight penalties)."""
+        """Extra regularisation added to the training loss (weight penalties).
+
+        Returns:
+            A scalar tensor (or 0.0) added to the loss of every training batch:
+            ``train/loss`` includes it, ``val/loss`` and ``test/loss`` do not.
+
+        Called by:
+            :meth:`model_step`, once per training batch, after :meth:`step_outputs`.
+
+        """
         return 0.0
 
     def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
-        """Write task-specific test artefacts (plots, tables) after testing; rank zero only."""
+        """Write task-specific test artefacts (plots, tables) after testing; rank zero only.
+
+        Args:
+            output_dir: The run folder.
+            datamodule: The run's datamodule, set up: names of classes, targets and times,
+                and the test data.
+
+        Returns:
+            The paths written, listed as artefacts in ``summary.json``.
+
+        Called by:
+            The runner, once after testing and :meth:`summary_notes`, on rank zero only,
+            with what ``on_test_epoch_end`` gathered. The conformance kit does not call it.
+
+        """
         return []
 
     def augment_batch(self, batch: Any) -> Any:
         """A changed copy of the training batch ``(inputs, ...)``, on its device; called
-        for training batches only when the ``augment`` hyperparameter is set."""
+        for training batches only when the ``augment`` hyperparameter is set.
+
+        Args:
+            batch: A training batch ``(*inputs, target)`` as the datamodule delivers it,
+                already on the training device (e.g. uint8 images, before :meth:`forward`
+                normalises them).
+
+        Returns:
+            A batch of the same structure; the target usually unchanged.
+
+        Called by:
+            ``on_after_batch_transfer``, once per training batch (per batch of a step
+            group too), when :meth:`augmentable` says so; never for validation, test or
+            predict batches.
+
+        """
         return batch
 
     def augmentable(self, batch: Any) -> bool:
         """Whether ``batch`` is a training batch ``(inputs, ...)`` that this task's
-        ``augment`` hyperparameter asks to change (never validation, test or predict)."""
+        ``augment`` hyperparameter asks to change (never validation, test or predict).
+
+        Args:
+            batch: A batch on its device, or the model summary's example input.
+
+        Called by:
+            ``on_after_batch_transfer``, for every batch, to decide whether to call
+            :meth:`augment_batch`.
+
+        """
         return bool(
             self.hparams.get("augment")
             and self._trainer is not None
@@ -237,12 +411,25 @@ class BaseTask(L.LightningModule):
         )
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, StepGroup):
-            return StepGroup(self.on_after_batch_transfer(b, dataloader_idx) for b in batch)
         return self.augment_batch(batch) if self.augmentable(batch) else batch
 
     # -- the one shared step -------------------------------------------------------------
     def forward(self, *inputs: Tensor) -> Tensor:
+        """The network output for a batch's inputs; by default ``self.model(*inputs)``.
+
+        Args:
+            *inputs: The batch without its target, on the task's device: ``batch[:-1]`` of a
+                training, validation or test batch ``(*inputs, target)``, or the whole
+                predict batch.
+
+        Called by:
+            :meth:`step_outputs` for every training, validation and test batch,
+            ``predict_step`` for every predict batch (the result goes to
+            :meth:`predict_outputs`), and Lightning's model summary with
+            ``example_input_array``. Preprocessing done here (``ImageClassification``
+            normalises uint8 pixels) travels with the checkpoint.
+
+        """
         return self.model(*inputs)
 
     def step_outputs(self, batch: Any) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -250,22 +437,53 @@ class BaseTask(L.LightningModule):
 
         The weight is what the loss is a mean over (rows here; a language model counts
         characters), so epoch means weight every batch by it.
+
+        Args:
+            batch: One batch as the datamodule's loader yields it, on the task's device
+                (after :meth:`augment_batch` for training batches).
+
+        Returns:
+            ``(output, target, loss, weight)``: the raw network output ``self(*inputs)``,
+            the batch's target, ``self.criterion(output, target)`` and the weight.
+
+        Called by:
+            :meth:`model_step`, once per batch of every stage (train, validation, test).
+
         """
         *inputs, y = batch
         output = self(*inputs)
         return output, y, self.criterion(output, y), len(y)
 
     def model_step(self, batch: Any, stage: str) -> Tensor:
-        """Loss and metrics of one batch, for every stage."""
+        """Loss and metrics of one batch, for every stage.
+
+        A test batch goes through :meth:`step_outputs`, then the test metrics are updated
+        with ``metric_inputs(output, target)``, then ``record_test_outputs(output,
+        target)`` and ``baseline_output(output)`` are called with the same raw output, and
+        a baseline that is not None updates the baseline metrics through
+        ``metric_inputs(baseline, target)``. Training adds :meth:`penalty` to the loss;
+        training and validation update the epoch's loss and metrics, logged once per epoch.
+
+        Args:
+            batch: One batch ``(*inputs, target)`` on the task's device.
+            stage: ``train``, ``val`` or ``test``.
+
+        Returns:
+            The loss (with the penalty for ``train``): what training backpropagates.
+
+        Called by:
+            ``training_step`` (for each batch of a step group under
+            ``steps_per_execution``), ``validation_step`` and ``test_step``, once per
+            batch. Override it to take another batch layout and call
+            ``super().model_step((*inputs, target), stage)``, as ``Forecasting`` does with
+            its dict batches; the fast path stays.
+
+        """
         output, y, loss, weight = self.step_outputs(batch)
         if stage == "train":
             loss = loss + self.penalty()
         if stage in ("train", "val"):  # logged once per epoch by _log_epoch: cheap steps
-            update = (self.metric_inputs(output.detach(), y), loss.detach(), weight)
-            if self._pending is None:
-                self._update_epoch_means(stage, [update])
-            else:  # a step group: one metric update for the whole group
-                self._pending.append(update)
+            self.accumulate(stage, (self.metric_inputs(output.detach(), y), loss.detach(), weight))
             return loss
         metrics = self.test_metrics
         metrics.update(*self.metric_inputs(output.detach(), y))
@@ -285,7 +503,10 @@ class BaseTask(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=weight)
         return loss
 
-    _pending: list[tuple[tuple[Tensor, Tensor], Tensor, Any]] | None = None
+    def accumulate(self, stage: str, update: tuple[Any, Tensor, Any]) -> None:
+        """Add one batch's ``(metric inputs, loss, weight)`` to the epoch's means (a step
+        group collects its batches' and adds them in one update)."""
+        self._update_epoch_means(stage, [update])
 
     def _update_epoch_means(self, stage: str, updates: list[tuple[Any, Tensor, Any]]) -> None:
         """Add ``(metric inputs, loss, weight)`` of one or more batches to the epoch's
@@ -300,16 +521,6 @@ class BaseTask(L.LightningModule):
         if len(metrics):
             metrics.update(*inputs)
         getattr(self, f"{stage}_loss").update(loss, weight)
-
-    def _grouped(self, stage: str, batches: list[Any], step: Any) -> list[Any]:
-        """``step(batch)`` for every batch of a group, metric updates once at the end."""
-        self._pending = []
-        try:
-            results = [step(batch) for batch in batches]
-            self._update_epoch_means(stage, self._pending)
-        finally:
-            self._pending = None
-        return results
 
     def _log_epoch(self, stage: str) -> Tensor | None:
         """Log the epoch's mean loss and metrics of ``train`` or ``val``, accumulated without
@@ -327,113 +538,15 @@ class BaseTask(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
-        if self._step_groups:
-            self._step_epoch_schedulers()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        if self._step_groups:
-            return self._train_steps(batch if isinstance(batch, StepGroup) else [batch])
         return self.model_step(batch, "train")
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor | None:
-        if isinstance(batch, StepGroup):
-            checks = self.trainer.num_sanity_val_steps if self.trainer.sanity_checking else -1
-            if checks >= 0:  # the sanity check counts batches, not groups
-                batch = batch[: max(0, checks - batch_idx * len(batch))]
-            if not batch:
-                return None
-            losses = self._grouped("val", batch, lambda b: self.model_step(b, "val"))
-            return torch.stack(losses).mean()
         return self.model_step(batch, "val")
-
-    # -- several optimizer steps per Lightning step (tasks.fused) ----------------------------
-    _step_groups = False
-    #: Clip gradients to this (trainer.gradient_clip_algorithm) at every grouped step.
-    gradient_clip_val: float | None = None
-
-    def use_step_groups(self, enabled: bool) -> None:
-        """Take every batch of a :class:`~tasks.fused.StepGroup` as one optimizer step
-        inside a single Lightning training step (manual optimization); set by
-        :func:`tasks.fused.configure`, which checks that nothing observable changes."""
-        self._step_groups = enabled
-        self.automatic_optimization = not enabled
-
-    def on_train_start(self) -> None:
-        # Lightning counts optimizer steps separately for automatic and manual optimization:
-        # a run resumed with the other mode continues from the larger count.
-        loop = self.trainer.fit_loop.epoch_loop
-        counters = (
-            loop.manual_optimization.optim_step_progress.total,
-            loop.automatic_optimization.optim_progress.optimizer.step.total,
-        )
-        steps = max(counter.completed for counter in counters)
-        for counter in counters:
-            counter.ready = counter.completed = steps
-
-    def _train_steps(self, batches: list[Any]) -> Tensor:
-        """The steps Lightning's automatic optimization would take, one per batch: forward
-        (under the precision plugin's autocast), zero_grad, backward, optimizer step."""
-        self._step_due_plateaus()
-        optimizer = self.optimizers(use_pl_optimizer=False)
-        loop = self.trainer.fit_loop.epoch_loop
-        progress = loop.manual_optimization.optim_step_progress
-        step_schedulers = [
-            c.scheduler for c in self.trainer.lr_scheduler_configs if c.interval == "step"
-        ]
-        device = self.device.type
-        no_autocast = (  # backward runs outside autocast, as in Lightning's closure
-            torch.autocast(device, enabled=False)
-            if torch.is_autocast_enabled(device)
-            else contextlib.nullcontext()
-        )
-
-        def step(batch: Any) -> Tensor:
-            loss = self.model_step(batch, "train")
-            with no_autocast:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.gradient_clip_val:
-                    self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
-                optimizer.step()
-                for scheduler in step_schedulers:  # after every optimizer step, as Lightning
-                    scheduler.step()
-            progress.increment_ready()  # trainer.global_step counts optimizer steps
-            progress.increment_completed()
-            return loss.detach()
-
-        losses = self._grouped("train", batches, step)
-        loop._batches_that_stepped += len(batches) - 1  # loggers' step: optimizer steps too
-        return losses[-1]
-
-    _plateau_due: list[tuple[Any, float]] | None = None
-
-    def _step_epoch_schedulers(self) -> None:
-        """Lightning steps no schedulers under manual optimization: step the per-epoch ones
-        when it would. Others step at the end of the epoch (before checkpoints are saved);
-        plateau ones on ``PLATEAU_MONITOR`` once the epoch's checkpoints are written, i.e.
-        before the next epoch's first step, so checkpoints hold the same state."""
-        self._plateau_due = []
-        for config in self.trainer.lr_scheduler_configs:
-            if config.interval != "epoch" or (self.current_epoch + 1) % config.frequency:
-                continue
-            if not isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                config.scheduler.step()
-                continue
-            value = self.trainer.callback_metrics.get(PLATEAU_MONITOR)
-            if value is None:
-                raise ConfigError(
-                    f"scheduler=plateau monitors {PLATEAU_MONITOR!r}, which was not logged; "
-                    f"logged: {sorted(self.trainer.callback_metrics)}"
-                )
-            self._plateau_due.append((config.scheduler, float(value)))
-
-    def _step_due_plateaus(self) -> None:
-        for scheduler, value in self._plateau_due or ():
-            scheduler.step(value)
-        self._plateau_due = None
 
     def test_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self.model_step(batch, "test")
@@ -444,41 +557,36 @@ class BaseTask(L.LightningModule):
         inputs = batch if isinstance(batch, (tuple, list)) else (batch,)
         return self.predict_outputs(self(*inputs))
 
-    def _total_steps(self) -> int:
-        """Optimizer steps of the whole fit (Lightning's estimate counts Lightning steps,
-        i.e. groups under step groups)."""
-        steps = int(self.trainer.estimated_stepping_batches)
-        loader = self.trainer.train_dataloader
-        if self._step_groups and getattr(loader, "group", 1) > 1:
-            steps = steps // len(loader) * loader.num_batches
-        return steps
+    def optimizer_steps(self) -> int:
+        """Optimizer steps of the whole fit (one-cycle schedules are sized with it)."""
+        return int(self.trainer.estimated_stepping_batches)
 
     # -- optimisation --------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        kwargs: dict[str, Any] = {"lr": hp.lr, "weight_decay": hp.weight_decay}
-        if hp.optimizer in ("sgd", "rmsprop"):
-            kwargs["momentum"] = hp.momentum
-        optimizer = OPTIMIZERS[hp.optimizer](self.parameters(), **kwargs)
-        if hp.scheduler == "none":
-            return optimizer
-        sched = torch.optim.lr_scheduler
-        if hp.scheduler == "cosine":
-            scheduler = sched.CosineAnnealingLR(
-                optimizer, T_max=max(1, self.trainer.max_epochs or 1)
-            )
-        elif hp.scheduler == "step":
-            scheduler = sched.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
-        elif hp.scheduler == "plateau":
-            scheduler = sched.ReduceLROnPlateau(optimizer, factor=hp.gamma, patience=hp.patience)
-            # under step groups (manual optimization) Lightning ignores "monitor": the
-            # task steps it with PLATEAU_MONITOR itself
-            monitor = {} if self._step_groups else {"monitor": PLATEAU_MONITOR}
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **monitor}}
-        else:  # onecycle steps every batch
-            scheduler = sched.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=self._total_steps())
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-            }
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return build_optimizers(self)
+
+
+class BaseTask(GroupedSteps, TaskCore):
+    """Shared machinery: hyperparameters, one step for every stage, optimizers by name.
+
+    Subclasses take typed scalar arguments, forward the rest to this constructor
+    and implement :meth:`configure_model` (and usually :meth:`configure_loss` and
+    :meth:`configure_metrics`) by reading ``self.hparams``. Every constructor
+    argument of the whole class chain is saved, so ``Task.load_from_checkpoint(path)``
+    alone rebuilds the task.
+
+    The code is in two parts: :class:`TaskCore` (the shared step, metrics, optimisers,
+    the hooks) and :class:`~tasks._grouped.GroupedSteps` above it, which takes a group of
+    batches as several optimizer steps in one Lightning step where :mod:`tasks.fused`
+    allows it and hands every single batch down to :class:`TaskCore` unchanged.
+
+    Args:
+        optimizer: One of ``adam``, ``adamw``, ``sgd``, ``rmsprop``.
+        lr: Learning rate.
+        weight_decay: Decoupled (adamw) or L2 (others) weight decay.
+        momentum: Momentum for ``sgd`` and ``rmsprop``.
+        scheduler: One of ``none``, ``cosine``, ``step``, ``plateau``, ``onecycle``.
+        step_size: Epochs between decays for ``scheduler=step``.
+        gamma: Decay factor for ``step`` and ``plateau``.
+        patience: Epochs without improvement of ``val/loss`` before ``plateau`` decays.
+    """

@@ -1,13 +1,13 @@
 """Several optimizer steps per Lightning step: Lightning's per-step cost paid once per group.
 
 Lightning runs a dozen hooks, a closure, the precision plugin and the progress bar around
-every optimizer step: about 1-3 ms on a CPU, as much as the whole step of a small MLP,
-LSTM or Conv1D. With ``steps_per_execution: K`` (the idea of Keras' option of that name)
-the training loader yields a :class:`StepGroup` of K batches and the task takes K plain
-optimizer steps inside one Lightning training step (manual optimization), so that cost is
-paid once per K steps. Validation batches come in groups too. The results are those of
-the one-step-at-a-time path (same batches, same order, same updates; tested), with these
-differences, documented in docs/scaling.md:
+every optimizer step: as much time on a CPU as the whole step of a small MLP, LSTM or
+Conv1D (figures in benchmarks/RESULTS.md). With ``steps_per_execution: K`` (the idea of
+Keras' option of that name) the training loader yields a :class:`StepGroup` of K batches
+and the task takes K plain optimizer steps inside one Lightning training step (manual
+optimization), so that cost is paid once per K steps. Validation batches come in groups
+too. The results are those of the one-step-at-a-time path (same batches, same order, same
+updates; tested), with these differences, documented in docs/scaling.md:
 
 - gradient clipping (``trainer.gradient_clip_val``) is applied by the task at every step,
   with Lightning's own clipping function;
@@ -16,10 +16,13 @@ differences, documented in docs/scaling.md:
   them (or ``fast_dev_run``, ``max_steps``) take one step at a time;
 - ``trainer.global_step`` counts optimizer steps, as always.
 
-:func:`configure` decides, with :func:`why_not`: a group of K > 1 only where the result
-cannot differ: one process, no gradient accumulation or fp16 loss scaling, no callback
-hooked on backward or optimizer steps, a task whose per-batch hooks are
-:class:`~tasks.base.BaseTask`'s own, and a datamodule that can group batches.
+This module is the policy; the mechanism is :class:`tasks._grouped.GroupedSteps`, the part
+of ``BaseTask`` that takes the steps, with every access to Lightning's private loop state in
+:func:`tasks._grouped.lightning_internals`. :func:`configure` decides, with :func:`why_not`:
+a group of K > 1 only where the result cannot differ: one process, no gradient accumulation
+or fp16 loss scaling, no callback hooked on backward or optimizer steps, a task whose
+per-batch hooks are :class:`~tasks.base.BaseTask`'s own, a datamodule that can group
+batches, and a Lightning whose loop state is where :mod:`tasks._grouped` expects it.
 Anything else runs one step at a time, with the reason logged.
 """
 
@@ -32,6 +35,7 @@ import lightning as L
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from datamodules.base import BaseDataModule
+from tasks._grouped import every_n_train_steps, lightning_internals
 from tasks.base import BaseTask
 from tasks.batches import StepGroup  # noqa: F401 (its old import path)
 from tasks.errors import ConfigError
@@ -116,9 +120,10 @@ def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
         hooks = _overridden(callback, L.Callback, STEP_HOOKS)
         if hooks:
             return f"callback {type(callback).__name__} hooks {', '.join(hooks)}"
-        if getattr(callback, "_every_n_train_steps", 0):
+        if every_n_train_steps(callback):
             return f"callback {type(callback).__name__} acts every n training steps"
-    return None
+    state = lightning_internals(trainer)
+    return state if isinstance(state, str) else None
 
 
 def _overridden(obj: Any, base: type, names: tuple[str, ...]) -> list[str]:
