@@ -13,6 +13,7 @@ Each check runs a tiny CPU training (one epoch of two batches) and raises
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,41 @@ def _same_state(a: Any, b: Any) -> bool:
     return a == b or (a != a and b != b)  # NaN == NaN here
 
 
+def _nudged(state: Any) -> Any:
+    """``state`` with every float that is not a whole number moved by a millionth of itself.
+
+    What preprocessing learns from the training split (means, scales, fill values, idf) is
+    such a float; class labels, counts and sizes are whole numbers or text and stay as they
+    are, so the nudged state still fits the data. A datamodule that recomputes its state in
+    ``setup`` instead of keeping the restored one puts the original values back.
+    """
+    if isinstance(state, Tensor):
+        if not state.is_floating_point():
+            return state
+        fractional = torch.isfinite(state) & (state != state.round())
+        return torch.where(fractional, state * (1 + 1e-6), state)
+    if isinstance(state, float):
+        fractional = math.isfinite(state) and not state.is_integer()
+        return state * (1 + 1e-6) if fractional else state
+    if isinstance(state, dict):
+        return {key: _nudged(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_nudged(value) for value in state)
+    return state
+
+
+def _rebuilt(datamodule: L.LightningDataModule) -> L.LightningDataModule | None:
+    """A new datamodule of the same class from the live one's hyperparameters; None when it
+    was given its data from Python (a ``not_hyperparameters`` argument such as a DataFrame),
+    which the hyperparameters cannot rebuild."""
+    try:
+        return type(datamodule)(**dict(datamodule.hparams))
+    except UserError:
+        if getattr(datamodule, "not_hyperparameters", ()):
+            return None
+        raise
+
+
 def check_task(
     task: L.LightningModule, datamodule: L.LightningDataModule, tmp_path: Path
 ) -> dict[str, Any]:
@@ -94,7 +130,9 @@ def check_task(
     ``weights_only=True`` (hyperparameters and preprocessing state are plain data);
     ``type(task).load_from_checkpoint(path)`` alone gives identical predictions; the
     datamodule state stored in the checkpoint equals the live one and, rebuilt from its
-    hyperparameters, reproduces the same validation inputs.
+    hyperparameters, reproduces the same validation inputs; a restored state that differs
+    from what the data would give (its fractional numbers nudged) is kept by ``setup``,
+    not refitted.
 
     Returns:
         What was measured: validation and test metrics, prediction keys and row count.
@@ -141,8 +179,8 @@ def check_task(
     assert _same_state(stored, live_state), (
         "the checkpoint's datamodule state differs from the live one"
     )
-    if live_state and not getattr(datamodule, "not_hyperparameters", ()):
-        fresh = type(datamodule)(**dict(datamodule.hparams))
+    fresh = _rebuilt(datamodule) if live_state else None
+    if fresh is not None:
         fresh.load_state_dict(stored)
         fresh.setup("fit")
         assert _same_state(fresh.state_dict(), live_state), (
@@ -153,6 +191,19 @@ def check_task(
         assert len(restored_batch) == len(live_batch)
         for a, b in zip(restored_batch, live_batch):
             assert torch.equal(a, b), "restored preprocessing transforms the data differently"
+        # On the data it was fitted on, a refit gives the stored state back, so the check
+        # above cannot see one: restore a state that the data would not give (as a
+        # checkpoint's is for new data) and see that setup keeps it.
+        nudged = _nudged(stored)
+        if not _same_state(nudged, stored):
+            probe = _rebuilt(datamodule)
+            probe.load_state_dict(nudged)
+            probe.setup("fit")
+            assert _same_state(probe.state_dict(), nudged), (
+                "setup('fit') refitted the preprocessing state restored with load_state_dict: "
+                "a checkpoint's statistics must be kept, not recomputed from the data at hand, "
+                "or new data (mode=test, predict) is processed unlike the training data"
+            )
     return report
 
 

@@ -79,6 +79,19 @@ def test_kit_catches_a_checkpoint_that_needs_pickle(tmp_path):
         check_task(Pickling(**dm.data_facts()), dm, tmp_path)
 
 
+def test_kit_catches_a_datamodule_that_refits_its_restored_state(tmp_path):
+    from tasks.tabular import TabularClassification
+
+    class Refitting(TabularDataModule):
+        def load_state_dict(self, state_dict):  # drops the statistics, so setup fits them anew
+            super().load_state_dict({k: v for k, v in state_dict.items() if k != "prep"})
+
+    dm = Refitting(dataset="iris")
+    dm.setup("fit")
+    with pytest.raises(AssertionError, match=r"setup\('fit'\) refitted the preprocessing state"):
+        check_task(TabularClassification(**dm.data_facts()), dm, tmp_path)
+
+
 @pytest.fixture
 def examples_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))

@@ -93,11 +93,44 @@ def test_statistics_come_from_the_training_split_only(table_csv):
 
 def test_missing_feature_values_are_imputed_with_the_training_median(tmp_path):
     frame = make_table(60)
+    train, val, test = split_indices(60, 0.15, 0.15, 0, stratify=frame["label"].to_numpy())
+    frame.loc[np.concatenate([val, test]), "c"] += 50.0  # a median over every row would move
     frame.loc[::7, "c"] = np.nan
     frame.to_csv(tmp_path / "holes.csv", index=False)
-    dm = TabularDataModule(path=str(tmp_path / "holes.csv"), target="label", seed=0)
+    new = make_table(12, seed=3)
+    new["c"] = np.where(np.arange(12) % 3 == 0, np.nan, new["c"] + 100.0)
+    new.drop(columns="label").to_csv(tmp_path / "new.csv", index=False)
+    dm = TabularDataModule(
+        path=str(tmp_path / "holes.csv"),
+        target="label",
+        seed=0,
+        predict_path=str(tmp_path / "new.csv"),
+    )
     dm.setup("fit")
-    assert all(torch.isfinite(part[0]).all() for part in (dm.train_data, dm.val_data, dm.test_data))
+    dm.setup("predict")
+    median = np.nanmedian(frame.loc[train, "c"].to_numpy())
+    filled = frame.loc[train, "c"].fillna(median).to_numpy()
+    prep = dm.state_dict()["prep"]
+    j = prep["numeric"].index("c")
+    assert prep["fill"][j] == pytest.approx(median)
+    assert prep["center"][j] == pytest.approx(filled.mean())
+    # a gap becomes the training median, standardised, in every split and at predict time,
+    # and the indicator column says which values were missing
+    names = dm.prep.feature_names
+    value, flag = names.index("c"), names.index("c__missing")
+    imputed = (median - filled.mean()) / filled.std()
+    parts = {
+        "train": (frame.loc[train, "c"], dm.train_data),
+        "val": (frame.loc[val, "c"], dm.val_data),
+    }
+    parts["test"] = (frame.loc[test, "c"], dm.test_data)
+    parts["predict"] = (new["c"], dm.predict_data)
+    for name, (column, data) in parts.items():
+        gaps = column.isna().to_numpy()
+        x = data[0].numpy()
+        assert gaps.any() and torch.isfinite(data[0]).all(), name
+        np.testing.assert_allclose(x[gaps, value], imputed, rtol=1e-5, err_msg=name)
+        assert x[:, flag].tolist() == gaps.astype(float).tolist(), name
 
 
 def test_separate_test_file_is_used_as_the_test_split(table_csv, tmp_path):

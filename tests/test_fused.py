@@ -6,6 +6,7 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
+from conftest import make_table, write_demand_csv
 
 from datamodules.base import TensorLoader
 from datamodules.tabular import TabularDataModule
@@ -14,7 +15,6 @@ from tasks.api import compose, run
 from tasks.errors import ConfigError
 from tasks.fused import StepGroup
 from tasks.tabular import TabularClassification
-from tests.conftest import make_table, write_demand_csv
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
@@ -193,22 +193,49 @@ def test_augmentation_reaches_every_batch_of_a_group(tmp_path):
     assert [float(b[0].min()) for b in out] == [100.0, 101.0]
 
 
-def test_resuming_with_the_other_mode_keeps_counting_steps(tmp_path):
-    base = ["trainer.max_epochs=2", *QUIET, "callbacks.early_stopping=null"]
-    first = run(compose("iris_mlp", [*base, "steps_per_execution=1", f"output_dir={tmp_path}/a"]))
+def test_resuming_with_the_other_mode_keeps_counting_steps(tmp_path, monkeypatch):
+    base = ["trainer.max_epochs=3", *QUIET, "callbacks.early_stopping=null"]
+    first = run(
+        compose(
+            "iris_mlp",
+            [*base, "trainer.max_epochs=2", "steps_per_execution=1", f"output_dir={tmp_path}/a"],
+        )
+    )
+    last = torch.load(tmp_path / "a/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == first["global_step"] > 0
+    starts = []
+    on_train_start = TabularClassification.on_train_start
+
+    def record_start(self):
+        on_train_start(self)
+        starts.append(
+            (self.trainer.global_step, {k: v.clone() for k, v in self.state_dict().items()})
+        )
+
+    monkeypatch.setattr(TabularClassification, "on_train_start", record_start)
     resumed = run(
         compose(
             "iris_mlp",
             [
                 *base,
-                "trainer.max_epochs=3",
                 "steps_per_execution=auto",
                 f"ckpt_path={tmp_path}/a/checkpoints/last.ckpt",
                 f"output_dir={tmp_path}/b",
             ],
         )
     )
-    assert resumed["global_step"] == first["global_step"] * 3 // 2
+    ((step, weights),) = starts  # grouped steps went on from the checkpoint's count and weights
+    assert step == last["global_step"]
+    for key, value in last["state_dict"].items():
+        torch.testing.assert_close(weights[key], value, rtol=0, atol=0)
+    assert resumed["global_step"] == first["global_step"] * 3 // 2  # one more epoch
+    # and ended where three single-step epochs in one go end
+    whole = run(compose("iris_mlp", [*base, "steps_per_execution=1", f"output_dir={tmp_path}/c"]))
+    assert resumed["global_step"] == whole["global_step"]
+    a = torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "c/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    for key, value in b.items():
+        torch.testing.assert_close(a[key], value, rtol=1e-5, atol=1e-6)
 
 
 def test_sanity_check_validates_as_many_batches_as_without_groups(tmp_path):

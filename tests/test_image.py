@@ -14,10 +14,12 @@ import pytest
 import torch
 from conftest import write_cifar_archive, write_idx, write_idx_dataset, write_image_folder
 
+from datamodules.base import split_indices
 from datamodules.image import (
     CIFAR10DataModule,
     DigitsDataModule,
     FashionMNISTDataModule,
+    ImageDataModule,
     ImageFolderDataModule,
     ImageWarning,
     MNISTDataModule,
@@ -180,6 +182,42 @@ def test_digits_are_offline_and_split_three_ways():
     assert int(dm.train_data[0].max()) == 255
 
 
+class PlantedImages(ImageDataModule):
+    """Dark training images; the rows the seeded split holds out (and a test set when
+    ``with_test``) are white, so statistics over anything but the training split show."""
+
+    def __init__(self, with_test: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 60, size=(90, 3, 6, 6)) + np.array([0, 40, 80])[None, :, None, None]
+        y = np.arange(90) % 3
+        hp = self.hparams
+        test = 0.0 if with_test else hp.test_fraction
+        train, val, held_out = split_indices(90, hp.val_fraction, test, hp.seed, stratify=y)
+        x[np.concatenate([val, held_out])] = 255
+        self.pixels, self.labels, self.train_rows = x, y, train
+        self.splits = {"train": (torch.tensor(x, dtype=torch.uint8), torch.tensor(y))}
+        if with_test:
+            white = torch.full((12, 3, 6, 6), 255, dtype=torch.uint8)
+            self.splits["test"] = (white, torch.tensor(y[:12]))
+
+    def load_splits(self):
+        return self.splits
+
+
+@pytest.mark.parametrize("with_test", [False, True])
+def test_image_statistics_come_from_the_training_split_only(with_test):
+    dm = PlantedImages(with_test=with_test, val_fraction=0.2, test_fraction=0.2, seed=3)
+    dm.setup("fit")
+    train = dm.pixels[dm.train_rows] / 255.0
+    assert len(dm.train_data[0]) == len(train)
+    facts = dm.data_facts()
+    np.testing.assert_allclose(facts["mean"], train.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(facts["std"], train.std(axis=(0, 2, 3)), rtol=1e-5)
+    assert max(facts["mean"]) < 0.6  # white held-out images would pull it towards 1
+    assert facts["class_counts"] == np.bincount(dm.labels[dm.train_rows]).tolist()
+
+
 def test_image_folder_skips_corrupt_files_and_mixes_modes(tmp_path):
     root = write_image_folder(tmp_path / "images")
     (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -249,17 +287,28 @@ def test_grey_mode_when_no_image_has_colour(tmp_path):
 
 
 def test_batch_augmentations_keep_shapes_and_pixels():
-    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).reshape(2, 1, 4, 4)
+    torch.manual_seed(0)
+    x = torch.randint(1, 256, (256, 1, 5, 5), dtype=torch.uint8)  # no 0: the padding shows
     assert torch.equal(random_crop(x, 0), x)
     cropped = random_crop(x, 1)
     assert cropped.shape == x.shape and cropped.dtype == torch.uint8
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
-    for i in range(2):  # each image is some 4x4 window of its own padded image
-        windows = padded[i, 0].unfold(0, 4, 1).unfold(1, 4, 1).reshape(-1, 4, 4)
-        assert any(torch.equal(cropped[i, 0], w) for w in windows)
+    shifts = []
+    for i in range(len(x)):  # each image is one 5x5 window of its own padded image
+        windows = padded[i, 0].unfold(0, 5, 1).unfold(1, 5, 1).reshape(-1, 5, 5)
+        (shift,) = [k for k, w in enumerate(windows) if torch.equal(cropped[i, 0], w)]
+        shifts.append(shift)
+    # drawn per image: all nine shifts (the unshifted one is number 4) in a batch
+    assert np.bincount(shifts, minlength=9).min() >= 10
     flipped = random_hflip(x)
-    for i in range(2):
-        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
+    mirrored = [torch.equal(flipped[i], x[i].flip(-1)) for i in range(len(x))]
+    assert all(m or torch.equal(flipped[i], x[i]) for i, m in enumerate(mirrored))
+    assert 0.35 < np.mean(mirrored) < 0.65  # each image with probability 1/2
+    task = ImageClassification(in_channels=1, augment={"hflip": True, "crop_padding": 1})
+    labels = torch.arange(256)
+    images, out_labels = task.augment_batch((x, labels))
+    assert out_labels is labels and images.shape == x.shape
+    assert sum(not torch.equal(a, b) for a, b in zip(images, x)) > 200  # 1 in 18 unchanged
 
 
 def test_unknown_settings_are_named():

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
+import math
+
+import pandas as pd
 import pytest
+import torch
 from conftest import user_data_overrides
 
 from tasks import _registry
-from tasks._runner import accepted_arguments
+from tasks._runner import accepted_arguments, build_trainer
 from tasks.api import compose, list_presets, run
+from tasks.errors import ConfigError
 
 PRESETS = sorted(list_presets())
+GPU = torch.cuda.is_available()
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 def test_there_is_at_least_one_preset():
@@ -68,35 +76,131 @@ def test_preset_runs_fit_and_test_on_cpu(preset, tmp_path, monkeypatch):
     summary = run(cfg)
     assert summary["preset"] == preset
     assert summary["metrics"], "test metrics were not recorded"
+    reported = {**summary["metrics"], **summary.get("baseline", {}), **summary["fit_metrics"]}
+    undefined = {k: v for k, v in reported.items() if not math.isfinite(v)}
+    assert not undefined, f"{preset}: metrics that are not finite numbers: {undefined}"
     assert (tmp_path / "summary.json").is_file()
     assert (tmp_path / "config.yaml").is_file()
 
 
 @pytest.mark.parametrize(
-    "group,option",
+    "group,option,accelerator,devices,strategy,precision",
     [
-        ("trainer", "cpu"),
-        ("trainer", "gpu"),
-        ("trainer", "gpu_bf16"),
-        ("trainer", "gpu_fp16"),
-        ("trainer", "ddp"),
-        ("trainer", "ddp_cpu"),
-        ("logger", "tensorboard"),
-        ("logger", "none"),
-        ("callbacks", "none"),
-        ("debug", "tiny"),
-        ("debug", "fdr"),
+        ("trainer", "cpu", "CPUAccelerator", 1, "SingleDeviceStrategy", "32-true"),
+        ("trainer", "ddp_cpu", "CPUAccelerator", 2, "DDPStrategy", "32-true"),
+        ("precision", "fp32", "CPUAccelerator", 1, "SingleDeviceStrategy", "32-true"),
+        ("precision", "bf16", "CPUAccelerator", 1, "SingleDeviceStrategy", "bf16-mixed"),
+        ("trainer", "gpu", "CUDAAccelerator", 1, "SingleDeviceStrategy", "32-true"),
+        ("trainer", "gpu_bf16", "CUDAAccelerator", 1, "SingleDeviceStrategy", "bf16-mixed"),
+        ("trainer", "gpu_fp16", "CUDAAccelerator", 1, "SingleDeviceStrategy", "16-mixed"),
+        ("trainer", "ddp", "CUDAAccelerator", "all", "DDPStrategy", "32-true"),
+        ("trainer", "fsdp", "CUDAAccelerator", "all", "FSDPStrategy", "bf16-mixed"),
     ],
 )
-def test_config_groups_compose(group, option):
-    cfg = compose("breast_cancer_mlp", [f"{group}={option}"])
-    assert cfg.trainer.max_epochs >= 1
-    if (group, option) == ("trainer", "gpu_bf16"):
-        assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accelerator == "gpu"
-    if (group, option) == ("trainer", "ddp_cpu"):
-        assert cfg.trainer.strategy == "ddp" and cfg.trainer.accelerator == "cpu"
-    if (group, option) == ("debug", "tiny"):
-        assert cfg.trainer.max_epochs == 2  # debug overrides the preset's epochs
+def test_trainer_and_precision_groups_build_the_trainer_they_name(
+    group, option, accelerator, devices, strategy, precision, tmp_path
+):
+    overrides = [f"{group}={option}"] + (["trainer=cpu"] if group == "precision" else [])
+    cfg = compose("breast_cancer_mlp", overrides)
+    assert cfg.trainer.precision == precision
+    if accelerator == "CUDAAccelerator" and not GPU:
+        assert cfg.trainer.accelerator == "gpu"  # asked for, and refused in one clear line
+        with pytest.raises(ConfigError, match="trainer.accelerator=gpu but this machine has no"):
+            build_trainer(cfg, tmp_path)
+        return
+    trainer = build_trainer(cfg, tmp_path)
+    assert type(trainer.accelerator).__name__ == accelerator
+    assert type(trainer.strategy).__name__ == strategy
+    assert trainer.num_devices == (torch.cuda.device_count() if devices == "all" else devices)
+    assert trainer.precision == precision
+
+
+def _tiny_run(tmp_path, *overrides: str) -> dict:
+    cfg = compose("breast_cancer_mlp", [*overrides, *QUIET, f"output_dir={tmp_path}"])
+    return run(cfg)
+
+
+def _test_rows(run_dir) -> int:
+    """Test rows the run evaluated: the sum of its confusion matrix."""
+    return int(pd.read_csv(run_dir / "confusion_matrix.csv", index_col=0).to_numpy().sum())
+
+
+def test_debug_tiny_runs_two_short_epochs(tmp_path):
+    summary = _tiny_run(tmp_path, "debug=tiny")
+    assert summary["epochs"] == 2 and summary["global_step"] == 2 * 3  # limit_train_batches=3
+    assert _test_rows(tmp_path) == 2 * 32  # limit_test_batches=2 of eval batches of 32
+    history = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["val/loss"])
+    assert history["epoch"].tolist() == [0, 1]
+    assert (tmp_path / "checkpoints/best.ckpt").is_file()
+
+
+def test_debug_fdr_runs_one_batch_of_each_without_a_logger(tmp_path):
+    summary = _tiny_run(tmp_path, "debug=fdr")
+    assert summary["epochs"] == 1 and summary["global_step"] == 1
+    assert _test_rows(tmp_path) == 32
+    assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "history.png").exists()
+
+
+@pytest.mark.parametrize("logger", ["csv", "none", "tensorboard"])
+def test_logger_groups_decide_the_metric_files(logger, tmp_path):
+    if logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(ConfigError, match="logger.tensorboard could not be built"):
+            _tiny_run(tmp_path, "debug=tiny", "logger=tensorboard")
+        return
+    summary = _tiny_run(tmp_path, "debug=tiny", f"logger={logger}")
+    assert summary["epochs"] == 2
+    assert (tmp_path / "metrics.csv").is_file() == (logger != "none")
+    assert (tmp_path / "history.png").is_file() == (logger != "none")
+    assert any((tmp_path / "tensorboard").glob("**/events.out.tfevents.*")) == (
+        logger == "tensorboard"
+    )
+
+
+def test_default_callbacks_checkpoint_and_stop_early(tmp_path):
+    cfg = compose("breast_cancer_mlp", ["debug=tiny"])
+    names = {type(c).__name__ for c in build_trainer(cfg, tmp_path).callbacks}
+    assert {"ModelCheckpoint", "EarlyStopping"} <= names
+    summary = _tiny_run(tmp_path / "run", "debug=tiny")
+    assert summary["best_checkpoint"] == str(tmp_path / "run/checkpoints/best.ckpt")
+    assert (tmp_path / "run/checkpoints/last.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param(
+            ["debug=tiny", "callbacks=none"],
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="callbacks=none leaves Lightning's enable_checkpointing at its default "
+                "(True), so Lightning adds its own ModelCheckpoint and writes "
+                "checkpoints/epoch=1-step=6.ckpt",
+            ),
+            id="callbacks=none",
+        ),
+        pytest.param(
+            ["debug=fdr"],
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="fast_dev_run skips ModelCheckpoint's saves but not its on_train_end "
+                "'save_last' (Lightning 2.6), so debug=fdr writes checkpoints/last.ckpt",
+            ),
+            id="debug=fdr",
+        ),
+    ],
+)
+def test_groups_without_checkpoints_write_none(overrides, tmp_path):
+    summary = _tiny_run(tmp_path, *overrides)
+    assert summary["epochs"] >= 1  # it trained
+    assert not list(tmp_path.glob("**/*.ckpt"))
+    assert not summary.get("best_checkpoint")
+
+
+def test_callbacks_none_drops_early_stopping_and_the_named_checkpoint(tmp_path):
+    cfg = compose("breast_cancer_mlp", ["debug=tiny", "callbacks=none"])
+    callbacks = build_trainer(cfg, tmp_path).callbacks
+    assert not any(type(c).__name__ == "EarlyStopping" for c in callbacks)
+    assert not any(getattr(c, "filename", None) == "best" for c in callbacks)
 
 
 def test_experiment_selects_its_preset():

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import run_cli
 
+from datamodules.base import split_indices
 from datamodules.sequence import CurvesDataModule, SequenceDataModule, interpolate_gaps
 from tasks.api import compose, run
 from tasks.errors import ConfigError, DataError
@@ -72,6 +73,25 @@ def test_arrays_from_python_and_a_rebuild_from_state():
     restored.load_state_dict(dm.state_dict())
     restored.setup("fit")  # keeps the saved statistics instead of refitting them
     assert float(restored.train_data[0].mean()) > 50
+
+
+def test_global_normalisation_comes_from_the_training_split_only():
+    rng = np.random.default_rng(1)
+    y = np.arange(60) % 2
+    x = rng.normal(size=(60, 2, 8)) * [[2.0], [0.5]] + [[1.0], [-3.0]]
+    train, val, test = split_indices(60, 0.2, 0.2, seed=5, stratify=y)
+    x[np.concatenate([val, test])] += 100.0  # held-out rows far away: they must not count
+    dm = SequenceDataModule(
+        arrays=(x, y), normalize="global", val_fraction=0.2, test_fraction=0.2, seed=5
+    )
+    dm.setup("fit")
+    mean, std = x[train].mean(axis=(0, 2)), x[train].std(axis=(0, 2))
+    np.testing.assert_allclose(dm.fitted_state["mean"], mean)
+    np.testing.assert_allclose(dm.fitted_state["std"], std)
+    for data, rows in ((dm.train_data, train), (dm.val_data, val), (dm.test_data, test)):
+        expected = (x[rows] - mean[:, None]) / std[:, None]
+        np.testing.assert_allclose(data[0].numpy(), expected, rtol=1e-5, atol=1e-4)
+    assert dm.fitted_state["class_counts"] == np.bincount(y[train]).tolist()
 
 
 def test_bundled_gunpoint_is_the_official_split():

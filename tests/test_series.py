@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.series import SeriesDataModule, SyntheticSeriesDataModule
+from datamodules.series import SeriesDataModule
 from tasks.api import compose, run
 from tasks.errors import ConfigError, DataError
 from tasks.series import SeriesAnomalyDetection
@@ -80,45 +80,96 @@ def test_training_windows_skip_labelled_anomalies_and_evaluation_tiles(tmp_path)
     assert covered.all()  # every test step gets a score
 
 
+def _parts_series(seed: int = 0) -> pd.DataFrame:
+    """2,000 steps split 1,200 / 400 / 400 (train, validation, test) by the 0.2 fractions, each
+    part noisier than the one before, with a labelled anomaly in validation and in test."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(2000)
+    noise = np.select([t < 1200, t < 1600], [0.05, 0.2], 0.4)
+    value = np.sin(2 * np.pi * t / 50) + rng.normal(size=2000) * noise
+    label = np.zeros(2000, dtype=int)
+    for part in (slice(1300, 1340), slice(1700, 1720)):
+        value[part] += 4.0
+        label[part] = 1
+    return pd.DataFrame({"when": t, "value": value, "label": label})
+
+
+def _step_scores(task, values: np.ndarray, window: int = 16, smooth: int = 5) -> np.ndarray:
+    """Per-step scores by the documented recipe: windows tiling the part (the last one
+    end-aligned), squared reconstruction error, later windows overwriting, moving average."""
+    starts = list(range(0, len(values) - window + 1, window))
+    if starts[-1] + window < len(values):
+        starts.append(len(values) - window)
+    windows = torch.tensor(np.stack([values[s : s + window] for s in starts]), dtype=torch.float32)
+    with torch.no_grad():
+        errors = (task(windows[:, None]) - windows[:, None]).pow(2).mean(dim=1).numpy()
+    score = np.zeros(len(values))
+    for s, e in zip(starts, errors):
+        score[s : s + window] = e
+    return np.convolve(score, np.ones(smooth) / smooth, mode="same")
+
+
 def test_threshold_is_chosen_on_validation_saved_and_used_for_prediction(tmp_path):
+    frame = _parts_series()
+    data = [
+        "datamodule._name_=series",
+        f"+datamodule.path={_csv(tmp_path, frame)}",
+        "+datamodule.time_column=when",
+        "datamodule.window=16",
+        "datamodule.val_fraction=0.2",
+        "datamodule.test_fraction=0.2",
+        "trainer.enable_progress_bar=false",
+    ]
     cfg = compose(
         "series_autoencoder",
         [
-            "debug=tiny",
-            "datamodule.steps=3000",
-            "datamodule.anomalies=12",
-            f"output_dir={tmp_path}",
+            *data,
+            "+datamodule.label_column=label",
+            "trainer.max_epochs=3",
+            f"output_dir={tmp_path / 'run'}",
         ],
     )
     summary = run(cfg)
     assert {"test/precision", "test/recall", "test/auroc", "test/event_recall"} <= set(
         summary["metrics"]
     )
-    scores = pd.read_csv(tmp_path / "anomaly_scores.csv")
+    scores = pd.read_csv(tmp_path / "run" / "anomaly_scores.csv")
     assert list(scores.columns) == ["time", "score", "anomaly", "label"]
-    assert (tmp_path / "anomalies.png").is_file()
-    task = SeriesAnomalyDetection.load_from_checkpoint(summary["best_checkpoint"])
+    assert (tmp_path / "run" / "anomalies.png").is_file()
+    task = SeriesAnomalyDetection.load_from_checkpoint(summary["best_checkpoint"]).eval()
     threshold = float(task.threshold)
-    assert np.isfinite(threshold) and threshold > 0
+    # the percentile of the validation steps labelled normal, scored by the saved weights;
+    # the training steps, the test steps or the labelled anomaly would give another one
+    values = frame["value"].to_numpy()
+    standard = (values - values[:1200].mean()) / values[:1200].std()
+    labels = frame["label"].to_numpy()
+    val = _step_scores(task, standard[1200:1600])
+    expected = np.percentile(val[labels[1200:1600] == 0], 99.0)
+    assert threshold == pytest.approx(expected, rel=1e-4)
+    test = _step_scores(task, standard[1600:])
+    others = [val, test[labels[1600:] == 0], _step_scores(task, standard[:1200])]
+    for other in others:  # so the planted parts tell them apart
+        assert abs(np.percentile(other, 99.0) - expected) > 0.1 * expected
+    np.testing.assert_allclose(scores["score"], test, rtol=1e-4, atol=1e-6)
     assert ((scores["score"] > threshold) == scores["anomaly"].astype(bool)).all()
 
-    frame = SyntheticSeriesDataModule(steps=500, generator_seed=5).load_frame()
-    frame.drop(columns="anomaly").to_csv(tmp_path / "new.csv", index=False)
+    _parts_series(seed=5).drop(columns="label").to_csv(tmp_path / "new.csv", index=False)
     predicted = run(
         compose(
             "series_autoencoder",
             [
+                *data,
                 "mode=predict",
                 f"ckpt_path={summary['best_checkpoint']}",
-                "datamodule.steps=3000",
-                f"datamodule.predict_path={tmp_path / 'new.csv'}",
-                "datamodule.label_column=null",
+                f"+datamodule.predict_path={tmp_path / 'new.csv'}",
                 f"output_dir={tmp_path / 'predict'}",
             ],
         )
     )
     out = pd.read_csv(predicted["predictions"]["path"])
-    assert len(out) == 500 and {"time", "score", "anomaly"} <= set(out.columns)
+    assert len(out) == 2000 and {"time", "score", "anomaly"} <= set(out.columns)
+    assert ((out["score"] > threshold) == out["anomaly"].astype(bool)).all()
+    assert out["anomaly"].any()  # the planted anomalies are found with the saved threshold
 
 
 def test_autoencoder_settings_are_checked():

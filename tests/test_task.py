@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -28,7 +30,7 @@ def test_hparams_include_the_whole_constructor_chain():
     assert hp["lr"] == 0.02 and hp["scheduler"] == "cosine"
 
 
-def _fit(task, tmp_path, epochs=2):
+def _fit(task, tmp_path, epochs=2, callbacks=()):
     x = torch.randn(64, task.hparams.num_features)
     y = (x[:, 0] > 0).long()
     trainer = L.Trainer(
@@ -38,22 +40,82 @@ def _fit(task, tmp_path, epochs=2):
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=tmp_path,
+        callbacks=list(callbacks),
     )
+    # validation labels are the opposite rule: learning the training rows makes val/loss
+    # worse, so a plateau schedule has something to react to
     trainer.fit(
-        task, TensorLoader(x, y, batch_size=16, shuffle=True), TensorLoader(x, y, batch_size=32)
+        task,
+        TensorLoader(x, y, batch_size=16, shuffle=True),
+        TensorLoader(x, 1 - y, batch_size=32),
     )
     return trainer
+
+
+class LearningRates(L.Callback):
+    """The learning rate of every training step, and val/loss after every validation."""
+
+    def __init__(self):
+        self.rates, self.val_losses = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.val_losses.append(float(trainer.callback_metrics["val/loss"]))
+
+
+def _cos(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2 * (1 + math.cos(math.pi * pct))
+
+
+def _expected_rates(scheduler, lr, epochs, steps, val_losses, gamma, step_size, patience):
+    """Each step's learning rate by the formulas of torch.optim.lr_scheduler (their defaults
+    where the task sets nothing): cosine over ``epochs``, step decay, plateau on val/loss
+    (relative threshold 1e-4), one cycle over every step (warm-up 30%, from lr/25 to
+    lr/25e4); epoch schedules step when an epoch ends, one cycle after every step."""
+    rates, plateau, best, bad = [], lr, math.inf, 0
+    total = epochs * steps
+    warm_up = 0.3 * total - 1  # the step at which one cycle peaks
+    for epoch in range(epochs):
+        if epoch:
+            loss = val_losses[epoch - 1]
+            best, bad = (loss, 0) if loss < best * (1 - 1e-4) else (best, bad + 1)
+            if bad > patience:
+                plateau, bad = plateau * gamma, 0
+        for step in range(steps):
+            k = epoch * steps + step
+            rates.append(
+                {
+                    "none": lr,
+                    "cosine": _cos(lr, 0.0, epoch / epochs),
+                    "step": lr * gamma ** (epoch // step_size),
+                    "plateau": plateau,
+                    "onecycle": _cos(lr / 25, lr, k / warm_up)
+                    if k <= warm_up
+                    else _cos(lr, lr / 25e4, (k - warm_up) / (total - 1 - warm_up)),
+                }[scheduler]
+            )
+    return rates
 
 
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_every_optimizer_and_scheduler_trains(optimizer, scheduler, tmp_path):
-    task = TabularClassification(optimizer=optimizer, scheduler=scheduler, lr=0.01)
+    L.seed_everything(0, verbose=False)
+    settings = {"lr": 0.01, "gamma": 0.5, "step_size": 1, "patience": 0}
+    task = TabularClassification(optimizer=optimizer, scheduler=scheduler, **settings)
     before = [p.detach().clone() for p in task.parameters()]
-    trainer = _fit(task, tmp_path)
-    assert trainer.global_step == 8
+    seen = LearningRates()
+    trainer = _fit(task, tmp_path, epochs=3, callbacks=[seen])
+    assert trainer.global_step == 12
     assert any(not torch.equal(a, b) for a, b in zip(before, task.parameters()))
     assert isinstance(trainer.optimizers[0], OPTIMIZERS[optimizer])
+    expected = _expected_rates(scheduler, epochs=3, steps=4, val_losses=seen.val_losses, **settings)
+    assert seen.rates == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    if scheduler != "none":
+        assert len(set(seen.rates)) > 1, "the schedule never changed the learning rate"
 
 
 @pytest.mark.parametrize(
