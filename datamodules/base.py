@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -264,6 +264,24 @@ class BaseDataModule(L.LightningDataModule):
         return pd.DataFrame(columns)
 
     # -- loaders -------------------------------------------------------------------------
+    def collate(self, stage: str) -> Callable[[tuple[Tensor, ...]], Any] | None:
+        """What turns each batch of slices of a stage's tensors into what the task receives;
+        None (the default) passes the slices on as they are.
+
+        Args:
+            stage: ``train``, ``validation``, ``test`` or ``predict``.
+
+        Returns:
+            A function of the batch's tuple of tensor slices (e.g. window start indices
+            into windows gathered from a strided view, or padding trimmed to the longest
+            row), or None.
+
+        Called by:
+            The loader of each stage, built by ``train_dataloader`` and its siblings, once
+            per batch; the function runs before the batch moves to the device.
+        """
+        return None
+
     def _loader(
         self, data: tuple[Tensor, ...] | None, stage: str, train: bool = False
     ) -> TensorLoader:
@@ -278,6 +296,7 @@ class BaseDataModule(L.LightningDataModule):
             batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
             shuffle=train,
             seed=hp.seed,
+            collate=self.collate(stage),
             group=self.steps_per_execution if stage in ("train", "validation") else 1,
         )
 

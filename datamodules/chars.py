@@ -4,6 +4,7 @@ running text cut into windows."""
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from datamodules.base import BaseDataModule, TensorLoader, split_indices
+from datamodules.base import BaseDataModule, split_indices
 from tasks.errors import ConfigError, DataError
 
 PAD, BOUNDARY, UNKNOWN = "\0", "\n", "\ufffd"
@@ -260,15 +261,11 @@ class CharTextDataModule(CharDataModule):
             pairs[split] = (part[:-1], part[1:])
         self._ngram_baselines(pairs)
 
-    def _loader(
-        self, data: tuple[Tensor, ...] | None, stage: str, train: bool = False
-    ) -> TensorLoader:
-        loader = super()._loader(data, stage, train)
+    def collate(self, stage: str) -> Callable[[tuple[Tensor, ...]], Any] | None:
         windows = self.encoded.unfold(0, self.block_size + 1, 1)  # a view, not a copy
 
-        def collate(batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        def windows_at(batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
             chunk = windows[batch[0]]
             return chunk[:, :-1], chunk[:, 1:]
 
-        loader.collate = collate
-        return loader
+        return windows_at

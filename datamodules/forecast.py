@@ -4,7 +4,7 @@ gathered lazily from strided views."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -15,7 +15,7 @@ from pandas.tseries.frequencies import to_offset
 from torch import Tensor
 
 from datamodules._table_prep import DataWarning, check_frame, read_table, require_columns
-from datamodules.base import BaseDataModule, TensorLoader
+from datamodules.base import BaseDataModule
 from tasks.errors import ConfigError, DataError, did_you_mean
 
 #: Bundled series (``datamodule.dataset=NAME``): file, time column, target column.
@@ -601,13 +601,10 @@ class ForecastDataModule(BaseDataModule):
                 f"{where}: frequency {data['freq']!r}, the model was trained on {state['freq']!r}"
             )
 
-    def _loader(
-        self, data: tuple[Tensor, ...] | None, stage: str, train: bool = False
-    ) -> TensorLoader:
-        loader = super()._loader(data, stage, train)
-        if stage != "predict":
-            loader.collate = self._collate(with_baselines=stage == "test")  # only tests score them
-        return loader
+    def collate(self, stage: str) -> Callable[[tuple[Tensor, ...]], Any] | None:
+        if stage == "predict":
+            return None
+        return self._collate(with_baselines=stage == "test")  # only tests score them
 
     def setup_predict(self) -> None:
         hp = self.hparams

@@ -4,6 +4,7 @@ fitted on the training split."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 
 from datamodules._table_prep import check_frame, read_table, require_columns
-from datamodules.base import BaseDataModule, TensorLoader, class_predictions, split_indices
+from datamodules.base import BaseDataModule, class_predictions, split_indices
 from tasks.errors import ConfigError, DataError
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -403,12 +404,8 @@ class TextDataModule(BaseDataModule):
         ids, lengths, *rest = batch
         return (ids[:, : int(lengths.max())], lengths, *rest)
 
-    def _loader(
-        self, data: tuple[Tensor, ...] | None, stage: str, train: bool = False
-    ) -> TensorLoader:
-        loader = super()._loader(data, stage, train)
-        loader.collate = self._trim
-        return loader
+    def collate(self, stage: str) -> Callable[[tuple[Tensor, ...]], Any] | None:
+        return self._trim
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
         frame = class_predictions(outputs, self.class_names, self.class_names)

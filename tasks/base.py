@@ -524,8 +524,8 @@ class TaskCore(L.LightningModule):
 
     def _log_epoch(self, stage: str) -> Tensor | None:
         """Log the epoch's mean loss and metrics of ``train`` or ``val``, accumulated without
-        per-step logging (Lightning's per-step ``log`` costs about a millisecond a call);
-        both are synchronised across ranks when computed. Returns the mean loss."""
+        per-step logging (Lightning's per-step ``log`` would cost as much as a small step;
+        benchmarks/RESULTS.md); both are synchronised across ranks when computed."""
         loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
         mean = loss.compute() if loss.update_count else None
         if mean is not None:
@@ -534,7 +534,22 @@ class TaskCore(L.LightningModule):
                 self.log_dict(metrics.compute())
         loss.reset()
         metrics.reset()
+        self.log_epoch_extras(stage, mean)
         return mean
+
+    def log_epoch_extras(self, stage: str, mean_loss: Tensor | None) -> None:
+        """Log more values of a training or validation epoch (e.g. perplexity); by default
+        nothing.
+
+        Args:
+            stage: ``train`` or ``val``.
+            mean_loss: The epoch's mean loss just logged as ``{stage}/loss`` (weighted by
+                :meth:`step_outputs`' weights), or None when the epoch saw no batch.
+
+        Called by:
+            ``on_train_epoch_end`` and ``on_validation_epoch_end``, after the stage's mean
+            loss and metrics are logged and their accumulators reset.
+        """
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

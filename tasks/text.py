@@ -308,13 +308,21 @@ class CharLanguageModel(BaseTask):
         self.test_nll.update(loss.detach(), int((batch[1] != -100).sum()))
         return loss
 
-    def _log_epoch(self, stage: str) -> Tensor | None:
-        mean = super()._log_epoch(stage)
+    def log_epoch_extras(self, stage: str, mean_loss: Tensor | None) -> None:
+        """Validation perplexity (exp of the mean loss per character) and the unigram and
+        bigram baselines of the validation split.
+
+        Args:
+            stage: ``train`` or ``val``; only ``val`` logs anything.
+            mean_loss: The validation epoch's mean loss per character.
+
+        Called by:
+            ``BaseTask`` at the end of every training and validation epoch.
+        """
         if stage == "val":
-            if mean is not None:
-                self.log("val/perplexity", torch.exp(mean))
+            if mean_loss is not None:
+                self.log("val/perplexity", torch.exp(mean_loss))
             self._log_baselines("val")
-        return mean
 
     def _log_baselines(self, stage: str) -> None:
         """The datamodule's unigram/bigram scores of this split (validation ones prefixed)."""

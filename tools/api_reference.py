@@ -51,6 +51,7 @@ TASK_HOOKS = (
     "record_test_outputs",
     "baseline_output",
     "predict_outputs",
+    "log_epoch_extras",
     "summary_notes",
     "save_artifacts",
 )
@@ -84,6 +85,7 @@ DATAMODULE_HOOKS = (
     "setup_predict",
     "data_facts",
     "predictions_frame",
+    "collate",
     "state_dict",
     "load_state_dict",
     "setup",
