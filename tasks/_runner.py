@@ -245,6 +245,12 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
             continue
         extra = {} if node.get("save_dir") else {"save_dir": str(output_dir)}
         loggers.append(_build(node, f"logger.{name}", **extra))
+    if trainer_kwargs.get("fast_dev_run"):  # a check that everything runs writes no files
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        # without a configured checkpoint callback (callbacks=none, debug=fdr) Lightning
+        # would add its own and write epoch=N-step=M.ckpt files nobody asked for
+        trainer_kwargs["enable_checkpointing"] = False
     callbacks.append(ResumeState())  # resumed runs draw the numbers the uninterrupted one would
     strategy = str(trainer_kwargs.get("strategy", "auto"))
     if not trainer_kwargs.get("plugins") and not strategy.startswith(("fsdp", "deepspeed")):
@@ -603,12 +609,15 @@ def _train(run: _Run) -> None:
     trainer, summary = run.trainer, run.summary
     _fit(trainer, run.task, run.datamodule, run.ckpt, summary, run.output_dir, run.started)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    # read before testing: testing best.ckpt reloads the callback's state saved with it,
+    # from before last.ckpt was written
+    last = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
     fit_metrics = _scalar_metrics(trainer.callback_metrics)
     trainer.test(run.task, datamodule=run.datamodule, ckpt_path=best, verbose=not run.console)
     summary["best_checkpoint"] = best
     summary["best_epoch"] = _best_epoch(best)
     if isinstance(trainer.checkpoint_callback, ModelCheckpoint):
-        summary["last_checkpoint"] = trainer.checkpoint_callback.last_model_path or None
+        summary["last_checkpoint"] = last if last and Path(last).is_file() else None
         score = trainer.checkpoint_callback.best_model_score
         summary["best_score"] = {
             "monitor": run.cfg.monitor,

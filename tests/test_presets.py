@@ -168,25 +168,8 @@ def test_default_callbacks_checkpoint_and_stop_early(tmp_path):
 @pytest.mark.parametrize(
     "overrides",
     [
-        pytest.param(
-            ["debug=tiny", "callbacks=none"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="callbacks=none leaves Lightning's enable_checkpointing at its default "
-                "(True), so Lightning adds its own ModelCheckpoint and writes "
-                "checkpoints/epoch=1-step=6.ckpt",
-            ),
-            id="callbacks=none",
-        ),
-        pytest.param(
-            ["debug=fdr"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="fast_dev_run skips ModelCheckpoint's saves but not its on_train_end "
-                "'save_last' (Lightning 2.6), so debug=fdr writes checkpoints/last.ckpt",
-            ),
-            id="debug=fdr",
-        ),
+        pytest.param(["debug=tiny", "callbacks=none"], id="callbacks=none"),
+        pytest.param(["debug=fdr"], id="debug=fdr"),
     ],
 )
 def test_groups_without_checkpoints_write_none(overrides, tmp_path):

@@ -167,12 +167,6 @@ def test_resume_from_last_checkpoint_continues_training(cli_run, tmp_path, monke
     assert history["epoch"].tolist() == [0, 1, 2]  # the earlier epochs come from the first run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="summary['last_checkpoint'] is read after trainer.test(ckpt_path=best), which restores "
-    "ModelCheckpoint's state from best.ckpt; saved before the epoch's last.ckpt, its "
-    "last_model_path is empty when the best epoch is the first one trained in the run folder",
-)
 def test_summary_names_the_last_checkpoint_when_the_first_epoch_is_the_best(tmp_path):
     summary = run(compose("iris_mlp", ["trainer.max_epochs=1", *QUIET, f"output_dir={tmp_path}"]))
     assert (tmp_path / "checkpoints/last.ckpt").is_file()
