@@ -60,13 +60,14 @@ def config_search_paths() -> list[tuple[str, str]]:
 _CLAIMED: dict[str, str] = {}
 
 
-def claim_new_dir(path: str) -> str:
+def claim_new_dir(path: str, remember: bool = True) -> str:
     """``path``, or ``path_2``, ``path_3``, ...: the first that does not exist yet, created
     here (``mkdir`` is atomic), so runs started in the same second never share a folder.
-    Asking again in the same process returns the same folder."""
+    With ``remember`` (Hydra resolves its run folder more than once per run), asking again
+    in the same process returns the same folder."""
     import os
 
-    if path in _CLAIMED:
+    if remember and path in _CLAIMED:
         return _CLAIMED[path]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     candidate, number = path, 1
@@ -77,7 +78,8 @@ def claim_new_dir(path: str) -> str:
         except FileExistsError:
             number += 1
             candidate = f"{path}_{number}"
-    _CLAIMED[path] = candidate
+    if remember:
+        _CLAIMED[path] = candidate
     return candidate
 
 

@@ -142,7 +142,14 @@ def _output_dir(cfg: DictConfig) -> Path:
 
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
-    return Path.cwd()
+    # the Python API: a dated folder of its own, as the CLI's (never the current folder,
+    # where two runs would mix their files)
+    from tasks._hydra import claim_new_dir
+
+    wanted = Path("outputs") / str(_preset_name(cfg) or "run") / time.strftime("%Y-%m-%d_%H-%M-%S")
+    if other_rank():  # rank 0 claimed it; later ranks write no run files
+        return wanted
+    return Path(claim_new_dir(str(wanted), remember=False))
 
 
 def _plain_types(annotation: Any) -> tuple[set[type], set[Any]]:

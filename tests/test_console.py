@@ -391,3 +391,17 @@ def test_a_folder_holding_a_run_is_never_written_into_unless_resuming(tmp_path):
         cwd=tmp_path,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]  # asked for: resume into it
+
+
+def test_python_api_runs_without_output_dir_get_folders_of_their_own(tmp_path, monkeypatch):
+    """tasks.run without output_dir used to write into the current folder: two runs mixed."""
+    from tasks.api import compose, run
+
+    monkeypatch.chdir(tmp_path)
+    summaries = [run(compose("iris_mlp", ["debug=tiny"])) for _ in range(2)]
+    folders = [Path(s["output_dir"]) for s in summaries]
+    assert folders[0] != folders[1]
+    for folder in folders:
+        assert folder.parent == Path("outputs") / "iris_mlp"
+        assert (tmp_path / folder / "summary.json").is_file()
+    assert not (tmp_path / "summary.json").exists()
