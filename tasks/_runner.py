@@ -200,7 +200,7 @@ def check_trainer_arguments(kwargs: dict[str, Any]) -> None:
             ok = False
         if not ok:
             expected = [words.get(t, t.__name__) for t in sorted(types, key=str) if t in words]
-            expected += [repr(v) for v in sorted(literals, key=str)][:8]
+            expected += sorted({str(v) for v in literals})  # 16 and '16' are one choice
             raise ConfigError(
                 f"trainer.{key}={value!r} is not valid: expected {' or '.join(expected)}"
             )

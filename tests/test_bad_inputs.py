@@ -71,7 +71,7 @@ TRAINER_CASES = [
     ("trainer.max_epochs=2.5", "trainer.max_epochs=2.5 is not valid: expected a whole number"),
     ("trainer.max_epoch=3", "trainer.max_epoch is not an argument of lightning.pytorch"),
     ("trainer.enable_progress_bar=maybe", "is not valid: expected true or false"),
-    ("trainer.precision=17", "trainer.precision=17 is not valid: expected 16 or"),
+    ("trainer.precision=17", "trainer.precision=17 is not valid: expected 16 or 16-mixed or"),
     ("trainer=gpu", "trainer.accelerator=gpu but this machine has no usable GPU"),
 ]
 
