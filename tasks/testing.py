@@ -24,7 +24,7 @@ from torch import Tensor
 
 from tasks.errors import UserError
 
-__all__ = ["check_preset", "check_task"]
+__all__ = ["check_api_declaration", "check_preset", "check_task"]
 
 
 def _tiny_trainer(root: Path) -> L.Trainer:
@@ -216,10 +216,46 @@ def _tensors(batch: Any) -> list[Tensor]:
     return [t for item in batch for t in _tensors(item)]
 
 
+def check_api_declaration(cls: type) -> None:
+    """A plugin's class comes from a package that declares the plugin API it targets.
+
+    ``LIGHTNING_TASKS_API`` in the class's module or the nearest package above it must equal
+    ``tasks.API_VERSION``; lightning-tasks' own classes are exempt.
+
+    Args:
+        cls: A task or datamodule class a plugin registers.
+    """
+    import importlib
+
+    from tasks import API_VERSION
+    from tasks._registry import API_ATTRIBUTE
+
+    parts = cls.__module__.split(".")
+    if parts[0] in ("tasks", "datamodules"):
+        return
+    for depth in range(len(parts), 0, -1):
+        declared = getattr(importlib.import_module(".".join(parts[:depth])), API_ATTRIBUTE, None)
+        if declared is not None:
+            assert declared == API_VERSION, (
+                f"{'.'.join(parts[:depth])} declares {API_ATTRIBUTE} = {declared!r}, but this "
+                f"lightning-tasks provides plugin API {API_VERSION}"
+            )
+            return
+    raise AssertionError(
+        f"{cls.__module__} (and the packages above it) declare no {API_ATTRIBUTE}: add "
+        f"'{API_ATTRIBUTE} = {API_VERSION}' to {parts[0]}/__init__.py, so that a later "
+        "lightning-tasks can warn users when the plugin targets another API"
+    )
+
+
 def check_preset(preset: str, tmp_path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Compose a preset as the CLI would, build its datamodule and task, run :func:`check_task`."""
+    """Compose a preset as the CLI would, build its datamodule and task, run :func:`check_task`;
+    a plugin's preset also has its classes' :func:`check_api_declaration` and no task
+    argument that shadows a base task's (:func:`tasks.base.shadowed_arguments`)."""
+    from tasks import _registry
     from tasks._runner import build_datamodule, build_task
     from tasks.api import compose
+    from tasks.base import shadowed_arguments
 
     cfg = compose(preset, list(overrides))
     L.seed_everything(int(cfg.seed), verbose=False)
@@ -227,4 +263,13 @@ def check_preset(preset: str, tmp_path: Path, overrides: Sequence[str] = ()) -> 
     datamodule.prepare_data()
     datamodule.setup("fit")
     task = build_task(cfg, datamodule.data_facts())
+    if not _registry.get_preset(preset).source.builtin:
+        for cls in (type(task), type(datamodule)):
+            check_api_declaration(cls)
+        for klass in type(task).__mro__:
+            shadowed = shadowed_arguments(klass)
+            assert not shadowed, (
+                f"{klass.__qualname__} takes {sorted(shadowed)}, which a base task already "
+                "takes for its own purpose: rename them, or pass them on to super().__init__"
+            )
     return check_task(task, datamodule, tmp_path)

@@ -106,7 +106,7 @@ def test_subclass_trains_from_python(examples_on_path, tmp_path):
         "breast_cancer_mlp",
         [
             "task._name_=focal_tabular:FocalTabularClassification",
-            "task.gamma=1.5",
+            "task.focal_gamma=1.5",
             "debug=tiny",
             f"output_dir={tmp_path}",
         ],
@@ -114,7 +114,8 @@ def test_subclass_trains_from_python(examples_on_path, tmp_path):
     summary = run(cfg)
     assert summary["task_class"] == "focal_tabular.FocalTabularClassification"
     task = FocalTabularClassification.load_from_checkpoint(summary["best_checkpoint"])
-    assert task.hparams.gamma == 1.5 and type(task.criterion).__name__ == "FocalLoss"
+    assert task.hparams.focal_gamma == 1.5 and task.criterion.gamma == 1.5
+    assert task.hparams.gamma == 0.1  # the scheduler's decay, a setting of its own
     dm = TabularDataModule(dataset="breast_cancer")
     dm.setup("fit")
     check_task(task, dm, tmp_path / "kit")
@@ -125,7 +126,7 @@ def test_subclass_trains_from_the_cli(tmp_path):
     result = run_cli(
         "+task=breast_cancer_mlp",
         "task._name_=focal_tabular:FocalTabularClassification",
-        "task.gamma=3",
+        "task.focal_gamma=3",
         "debug=tiny",
         f"hydra.run.dir={tmp_path}/run",
         env=env,
@@ -136,7 +137,7 @@ def test_subclass_trains_from_the_cli(tmp_path):
     hparams = torch.load(tmp_path / "run/checkpoints/best.ckpt", weights_only=True)[
         "hyper_parameters"
     ]
-    assert hparams["gamma"] == 3
+    assert hparams["focal_gamma"] == 3
 
 
 def test_plugin_api_version_mismatch_warns(add_entry_point, tmp_path, monkeypatch):
@@ -175,3 +176,29 @@ def test_a_plugin_on_our_api_version_loads_silently(add_entry_point, tmp_path, m
     with warnings.catch_warnings():
         warnings.simplefilter("error", _registry.PluginVersionWarning)
         _registry.load("task", "current_task")
+
+
+def test_kit_requires_a_plugin_to_declare_its_api(tmp_path, monkeypatch):
+    from tasks.testing import check_api_declaration
+
+    (tmp_path / "silent_plugin").mkdir()
+    (tmp_path / "silent_plugin" / "__init__.py").write_text("")
+    (tmp_path / "silent_plugin" / "task.py").write_text(
+        "from tasks.tabular import TabularClassification\n"
+        "class Task(TabularClassification):\n    pass\n"
+    )
+    (tmp_path / "old_api.py").write_text(
+        "LIGHTNING_TASKS_API = 0\nfrom tasks.tabular import TabularClassification\n"
+        "class Task(TabularClassification):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from old_api import Task as Old
+    from silent_plugin.task import Task as Silent
+
+    with pytest.raises(AssertionError, match="declare no LIGHTNING_TASKS_API: add"):
+        check_api_declaration(Silent)
+    with pytest.raises(AssertionError, match="declares LIGHTNING_TASKS_API = 0, but"):
+        check_api_declaration(Old)
+    from tasks.tabular import TabularClassification
+
+    check_api_declaration(TabularClassification)  # lightning-tasks' own: exempt
