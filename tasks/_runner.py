@@ -124,7 +124,30 @@ def build_task(cfg: DictConfig, facts: dict[str, Any]) -> L.LightningModule:
                 f"{key}={value!r}; drop the override"
             )
         kwargs[key] = value
+    _refuse_ignored_options(cls, kwargs)
     return cls(**kwargs)
+
+
+def _refuse_ignored_options(cls: type, kwargs: dict[str, Any]) -> None:
+    """``task.loss=huber`` on a subclass with a loss of its own would be silently ignored.
+
+    Raises:
+        ConfigError: a setting (from the preset or the command line) differs from its default
+            but nothing reads it.
+    """
+    from tasks.base import ignored_options
+
+    for option, (hook, base) in ignored_options(cls).items():
+        if option not in kwargs:
+            continue
+        default = inspect.signature(base.__init__).parameters[option].default
+        if kwargs[option] != default:
+            raise ConfigError(
+                f"task.{option}={kwargs[option]!r} has no effect: {cls.__qualname__}.{hook} "
+                f"replaces {base.__qualname__}'s, which is what reads it. Drop the setting "
+                f"(task.{option}={default!r} if the preset sets it), or call "
+                f"super().{hook}() in the override"
+            )
 
 
 def _preset_name(cfg: DictConfig) -> str | None:

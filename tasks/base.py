@@ -40,6 +40,44 @@ def separate_states(metrics: MetricCollection) -> MetricCollection:
     )
 
 
+def _calls_super(function: Any, name: str) -> bool:
+    """Whether ``function``'s source calls ``super().NAME(...)`` (unknown source: True)."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return True
+    return any(
+        isinstance(node, ast.Attribute)
+        and node.attr == name
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Name)
+        and node.value.func.id == "super"
+        for node in ast.walk(tree)
+    )
+
+
+def ignored_options(cls: type) -> dict[str, tuple[str, type]]:
+    """Constructor arguments of a base class that ``cls`` ignores because it replaces the
+    hook that reads them: ``{argument: (hook, the base class)}``.
+
+    A base declares what each hook reads in ``option_hooks``; an override that calls the
+    base's hook through ``super()`` still reads them.
+    """
+    found: dict[str, tuple[str, type]] = {}
+    for base in cls.__mro__[1:]:
+        for hook, options in vars(base).get("option_hooks", {}).items():
+            own = getattr(cls, hook)
+            if own is vars(base).get(hook) or _calls_super(own, hook):
+                continue
+            for option in options:
+                found.setdefault(option, (hook, base))
+    return found
+
+
 def _forwarded_to_super(init: Any) -> set[str]:
     """Arguments ``init`` passes on by name to ``super().__init__`` (``name=name``)."""
     import ast
@@ -156,6 +194,10 @@ class TaskCore(L.LightningModule):
     main_metric: str = "loss"
     #: Constructor arguments a subclass re-declares on purpose with a base class's meaning.
     shared_arguments: tuple[str, ...] = ()
+    #: Which constructor arguments each ``configure_*`` hook of this class reads: a subclass
+    #: that replaces the hook (without calling ``super()``'s) ignores them, and setting one
+    #: is refused (:func:`ignored_options`).
+    option_hooks: dict[str, tuple[str, ...]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -95,6 +95,8 @@ class ImageClassification(ClassificationOutputs, BaseTask):
         **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
     """
 
+    option_hooks = {"configure_loss": ("label_smoothing",)}
+
     main_metric = "acc"
 
     def __init__(

@@ -97,6 +97,8 @@ class TabularClassification(ClassificationOutputs, _TabularTask):
         **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
     """
 
+    option_hooks = {"configure_loss": ("class_weights",)}
+
     main_metric = "acc"
 
     def __init__(
@@ -163,6 +165,8 @@ class TabularRegression(_TabularTask):
         **kwargs: Network and penalty settings as for :class:`TabularClassification`,
             optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
     """
+
+    option_hooks = {"configure_loss": ("loss", "huber_delta")}
 
     main_metric = "r2"
 

@@ -53,3 +53,40 @@ def test_the_documented_example_takes_no_base_argument():
         sys.path.pop(0)
     task = FocalTabularClassification(num_features=3, num_classes=2, focal_gamma=3.0)
     assert task.hparams.focal_gamma == 3.0 and task.hparams.gamma == 0.1  # untouched
+
+
+def test_a_setting_a_subclass_ignores_is_refused():
+    """task.loss=huber on a subclass with a loss of its own would change nothing."""
+    from torch import nn
+
+    from tasks.api import compose
+    from tasks.base import ignored_options
+    from tasks.errors import ConfigError
+    from tasks.tabular import TabularRegression
+
+    class OwnLoss(TabularRegression):
+        def configure_loss(self) -> nn.Module:
+            return nn.L1Loss()
+
+    class WrappedLoss(TabularRegression):
+        def configure_loss(self) -> nn.Module:
+            return super().configure_loss()
+
+    assert set(ignored_options(OwnLoss)) == {"loss", "huber_delta"}
+    assert ignored_options(WrappedLoss) == {} and ignored_options(TabularRegression) == {}
+
+    from tasks import _runner
+
+    facts = {"num_features": 3, "num_targets": 1}
+    for name, cls in (("own", OwnLoss), ("wrapped", WrappedLoss)):
+        globals()[f"_{name}"] = cls
+    cfg = compose(
+        "height_weight_regression",  # its preset sets task.loss=huber
+        [f"task._name_={__name__}:_own"],
+    )
+    with pytest.raises(ConfigError, match=r"task.loss='huber' has no effect: .*OwnLoss"):
+        _runner.build_task(cfg, facts)
+    wrapped = compose("height_weight_regression", [f"task._name_={__name__}:_wrapped"])
+    assert isinstance(_runner.build_task(wrapped, facts).criterion, nn.HuberLoss)
+    plain = compose("diabetes_regression", [f"task._name_={__name__}:_own"])  # loss default
+    assert isinstance(_runner.build_task(plain, facts).criterion, nn.L1Loss)
