@@ -78,6 +78,15 @@ def ignored_options(cls: type) -> dict[str, tuple[str, type]]:
     return found
 
 
+def missing_datamodule_needs(task: Any, datamodule: Any) -> list[str]:
+    """The attributes of ``type(task).datamodule_needs`` that ``datamodule`` lacks."""
+    return [
+        name
+        for name in getattr(type(task), "datamodule_needs", ())
+        if not hasattr(datamodule, name)
+    ]
+
+
 def _forwarded_to_super(init: Any) -> set[str]:
     """Arguments ``init`` passes on by name to ``super().__init__`` (``name=name``)."""
     import ast
@@ -198,6 +207,11 @@ class TaskCore(L.LightningModule):
     #: that replaces the hook (without calling ``super()``'s) ignores them, and setting one
     #: is refused (:func:`ignored_options`).
     option_hooks: dict[str, tuple[str, ...]] = {}
+    #: What this task reads from its datamodule beyond ``data_facts()``: attributes a
+    #: datamodule must have after ``setup("fit")`` to serve it (the conformance kit checks
+    #: them, :func:`missing_datamodule_needs`). Attributes read only if present are listed
+    #: in the task's docstring, not here.
+    datamodule_needs: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -67,6 +67,8 @@ class Forecasting(BaseTask):
         **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
     """
 
+    datamodule_needs = ("time", "targets")
+
     option_hooks = {"configure_loss": ("loss",)}
 
     main_metric = "r2"

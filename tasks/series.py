@@ -65,6 +65,8 @@ class SeriesAnomalyDetection(BaseTask):
         **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
     """
 
+    datamodule_needs = ("assemble", "parts")
+
     main_metric = "loss"
 
     def __init__(

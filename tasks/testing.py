@@ -125,7 +125,8 @@ def check_task(
 ) -> dict[str, Any]:
     """Fit, validate, test and predict on a tiny run, then check both round trips.
 
-    Checks that: logged metrics are finite and named ``val/*`` and ``test/*``; predict
+    Checks that: the datamodule has what the task reads from it (``datamodule_needs``);
+    logged metrics are finite and named ``val/*`` and ``test/*``; predict
     returns a dict of tensors with one row per input row; a checkpoint loads with
     ``weights_only=True`` (hyperparameters and preprocessing state are plain data);
     ``type(task).load_from_checkpoint(path)`` alone gives identical predictions; the
@@ -137,6 +138,13 @@ def check_task(
     Returns:
         What was measured: validation and test metrics, prediction keys and row count.
     """
+    from tasks.base import missing_datamodule_needs
+
+    missing = missing_datamodule_needs(task, datamodule)
+    assert not missing, (
+        f"{type(task).__name__} reads {missing} from its datamodule (datamodule_needs), "
+        f"which {type(datamodule).__name__} does not have after setup('fit')"
+    )
     tmp_path = Path(tmp_path)
     trainer = _tiny_trainer(tmp_path)
     trainer.fit(task, datamodule=datamodule)

@@ -202,3 +202,15 @@ def test_kit_requires_a_plugin_to_declare_its_api(tmp_path, monkeypatch):
     from tasks.tabular import TabularClassification
 
     check_api_declaration(TabularClassification)  # lightning-tasks' own: exempt
+
+
+def test_kit_names_what_a_task_needs_from_a_datamodule_that_lacks_it(tmp_path):
+    from datamodules.tabular import TabularDataModule as Plain
+    from tasks.forecast import Forecasting
+    from tasks.testing import check_task
+
+    datamodule = Plain(dataset="iris")
+    datamodule.setup("fit")
+    task = Forecasting(num_inputs=4, num_targets=1, lookback=4)
+    with pytest.raises(AssertionError, match=r"Forecasting reads \['time'\] from its datamodule"):
+        check_task(task, datamodule, tmp_path)
