@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tasks import _registry
@@ -143,6 +144,15 @@ def normalize_overrides(overrides: Sequence[str]) -> list[str]:
     return out
 
 
+def config_groups() -> set[str]:
+    """Config groups (sub-folders) of every registered config package, plugins' included."""
+    groups: set[str] = set()
+    for _, url in config_search_paths():
+        root = Path(url.removeprefix("file://"))
+        groups |= {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    return groups
+
+
 def _known_keys() -> dict[str, Any]:
     """The primary config's settings (``sample`` with its own keys), without Hydra's."""
     from omegaconf import OmegaConf
@@ -165,6 +175,8 @@ def _check_known_key(key: str) -> None:
 
     head, _, rest = key.partition(".")
     if head in ("hydra", *DEFAULT_GROUPS, *ARGUMENT_SECTIONS) or head.startswith("hydra"):
+        return
+    if "/" in head or head in config_groups():  # a group of ours or of a plugin's configs
         return
     known = _known_keys()
     if head not in known:

@@ -191,3 +191,21 @@ def test_a_callback_config_mistake_is_one_line_but_a_callback_bug_keeps_its_trac
     )
     assert bug.returncode not in (0, 2)
     assert "Traceback" in bug.stderr and "RuntimeError: a bug in the callback" in bug.stderr
+
+
+def test_a_config_group_a_plugin_ships_is_not_taken_for_a_misspelt_setting(tmp_path, monkeypatch):
+    from tasks import _hydra
+
+    (tmp_path / "plugin_conf" / "loss_shape").mkdir(parents=True)
+    (tmp_path / "plugin_conf" / "loss_shape" / "pinball.yaml").write_text("{}\n")
+    real = _hydra.config_search_paths()
+    monkeypatch.setattr(
+        _hydra,
+        "config_search_paths",
+        lambda: [*real, ("lightning-tasks:a-plugin", f"file://{tmp_path / 'plugin_conf'}")],
+    )
+    assert "loss_shape" in _hydra.config_groups()
+    _hydra._check_known_key("loss_shape")  # a plugin's group: accepted
+    _hydra._check_known_key("hydra/job_logging")  # a group path: left to Hydra
+    with pytest.raises(Exception, match="loss_shap is not a setting"):
+        _hydra._check_known_key("loss_shap")
