@@ -300,14 +300,15 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
 DATA_IDENTITY = ("dataset", "target")
 
 
-def check_checkpoint_data(path: str, datamodule: L.LightningDataModule) -> None:
-    """A checkpoint used with the datamodule of another preset fails here in one line, not
-    later with a list of missing columns.
+def check_checkpoint_data(
+    path: str, checkpoint: dict[str, Any], datamodule: L.LightningDataModule
+) -> None:
+    """A checkpoint (``checkpoint``, read from ``path``) used with the datamodule of another
+    preset fails here in one line, not later with a list of missing columns.
 
     Raises:
         ConfigError: the checkpoint was trained with another datamodule or data set.
     """
-    checkpoint = read_checkpoint(path)
     trained = checkpoint.get("datamodule_hyper_parameters")
     if not isinstance(trained, dict):
         return  # written without datamodule settings: nothing to compare
@@ -331,8 +332,9 @@ def check_checkpoint_data(path: str, datamodule: L.LightningDataModule) -> None:
             )
 
 
-def _restore_datamodule_state(datamodule: L.LightningDataModule, ckpt_path: str) -> None:
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+def _restore_datamodule_state(
+    datamodule: L.LightningDataModule, checkpoint: dict[str, Any]
+) -> None:
     state = checkpoint.get(type(datamodule).__qualname__)
     if state:
         datamodule.load_state_dict(state)
@@ -348,13 +350,13 @@ def _check_ckpt(cfg: DictConfig) -> str | None:
         return None
     if not Path(ckpt).is_file():
         raise DataError(f"ckpt_path: no such checkpoint file {ckpt!r}")
-    read_checkpoint(str(ckpt))
     return str(ckpt)
 
 
 def read_checkpoint(path: str) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded safely (tensors and plain values only), or one
-    clear line on what is wrong with the file.
+    clear line on what is wrong with the file. A run reads it once, for every check and for
+    the datamodule's state.
 
     Raises:
         DataError: not a checkpoint, truncated, or holding code that loading would run.
@@ -363,7 +365,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
     import re
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))  # torch's wording varies
         what = f" ({found.group(1)})" if found else ""
@@ -386,14 +388,14 @@ def read_checkpoint(path: str) -> dict[str, Any]:
     return checkpoint
 
 
-def check_checkpoint_task(path: str, task_cls: type) -> None:
-    """A checkpoint whose saved settings are not arguments of ``task_cls`` was trained by
-    another task.
+def check_checkpoint_task(path: str, checkpoint: dict[str, Any], task_cls: type) -> None:
+    """A checkpoint (``checkpoint``, read from ``path``) whose saved settings are not
+    arguments of ``task_cls`` was trained by another task.
 
     Raises:
         ConfigError: the checkpoint belongs to another task.
     """
-    settings = read_checkpoint(path).get("hyper_parameters") or {}
+    settings = checkpoint.get("hyper_parameters") or {}
     accepted = accepted_arguments(task_cls)
     foreign = sorted(k for k in settings if accepted is not None and k not in accepted)
     if foreign:
@@ -492,7 +494,7 @@ def _prepend_earlier_epochs(metrics_csv: Path, earlier_run: Path) -> None:
     old = old[old["epoch"] < new["epoch"].min()]
     if len(old):
         merged = pd.concat([old, new], ignore_index=True)[list(dict.fromkeys([*new, *old]))]
-        write_text_atomic(metrics_csv, merged.to_csv(index=False))
+        write_csv(merged, metrics_csv, index=False)
 
 
 def _fit(
@@ -590,8 +592,9 @@ def _prepare(cfg: DictConfig, datamodule: L.LightningDataModule | None, console:
         type(datamodule).__name__ if datamodule is not None else _section(cfg, "datamodule")[0]
     )
     ckpt = _check_ckpt(cfg)
-    if ckpt is not None:  # before the datamodule reads the checkpoint's preprocessing
-        check_checkpoint_task(ckpt, _registry.load("task", task_name))
+    checkpoint = read_checkpoint(ckpt) if ckpt is not None else None
+    if checkpoint is not None:  # before the data is read
+        check_checkpoint_task(str(ckpt), checkpoint, _registry.load("task", task_name))
     output_dir = _output_dir(cfg)
     if cfg.get("output_dir") and not other_rank():
         refuse_previous_run(output_dir, "output_dir", mode, ckpt)
@@ -604,9 +607,9 @@ def _prepare(cfg: DictConfig, datamodule: L.LightningDataModule | None, console:
 
     if datamodule is None:
         datamodule = build_datamodule(cfg)
-    if ckpt is not None:  # preprocessing comes from the checkpoint, never refitted
-        check_checkpoint_data(ckpt, datamodule)
-        _restore_datamodule_state(datamodule, ckpt)
+    if checkpoint is not None:  # preprocessing comes from the checkpoint, never refitted
+        check_checkpoint_data(str(ckpt), checkpoint, datamodule)
+        _restore_datamodule_state(datamodule, checkpoint)
     if mode == "train":
         datamodule.prepare_data()
         datamodule.setup("fit")
