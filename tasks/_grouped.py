@@ -35,8 +35,17 @@ class LoopState:
     """Lightning's private loop counters that grouped steps advance themselves."""
 
     epoch_loop: Any
-    manual_steps: Any  # optimizer steps counted under manual optimization
-    automatic_steps: Any  # the same under automatic optimization (resumes across modes)
+    manual_progress: Any  # optimizer steps under manual optimization (trainer.global_step)
+    automatic_steps: Any  # the count under automatic optimization (resumes across modes)
+
+    @property
+    def manual_steps(self) -> Any:
+        return self.manual_progress.total
+
+    def count_step(self) -> None:
+        """One optimizer step taken: ``trainer.global_step`` counts it."""
+        self.manual_progress.increment_ready()
+        self.manual_progress.increment_completed()
 
     def add_logged_steps(self, count: int) -> None:
         """Loggers' step (``_batches_that_stepped``) counts optimizer steps, not groups."""
@@ -49,7 +58,7 @@ def lightning_internals(trainer: Any) -> LoopState | str:
         loop = trainer.fit_loop.epoch_loop
         state = LoopState(
             loop,
-            loop.manual_optimization.optim_step_progress.total,
+            loop.manual_optimization.optim_step_progress,
             loop.automatic_optimization.optim_progress.optimizer.step.total,
         )
         loop._batches_that_stepped  # noqa: B018 (checked, not used here)
@@ -166,7 +175,6 @@ class GroupedSteps:
             if torch.is_autocast_enabled(device)
             else contextlib.nullcontext()
         )
-        progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
 
         def step(batch: Any) -> Tensor:
             loss = self.model_step(batch, "train")  # type: ignore[attr-defined]
@@ -180,8 +188,7 @@ class GroupedSteps:
                 optimizer.step()
                 for scheduler in step_schedulers:  # after every optimizer step, as Lightning
                     scheduler.step()
-            progress.increment_ready()  # trainer.global_step counts optimizer steps
-            progress.increment_completed()
+            state.count_step()
             return loss.detach()
 
         losses = self._grouped("train", batches, step)
