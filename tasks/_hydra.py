@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +129,12 @@ def normalize_overrides(overrides: Sequence[str]) -> list[str]:
         UnknownNameError: a ``task=NAME`` names no installed preset (lists close matches).
     """
     out = []
+    known = functools.cache(_known_keys)  # read once for all the overrides, if at all
     for item in overrides:
         key, sep, value = item.partition("=")
         bare = key.lstrip("+")
         if sep and not key.startswith(("+", "~")):
-            _check_known_key(bare)
+            _check_known_key(bare, known)
         if sep and bare.split(".")[0] in ARGUMENT_SECTIONS and "." in bare:
             item = f"++{bare}={value}"
         elif sep and bare in DEFAULT_GROUPS:
@@ -153,18 +155,21 @@ def config_groups() -> set[str]:
     return groups
 
 
-def _known_keys() -> dict[str, Any]:
-    """The primary config's settings (``sample`` with its own keys), without Hydra's."""
+def _known_keys() -> tuple[dict[str, Any], set[str]]:
+    """The primary config's settings (``sample`` with its own keys), without Hydra's, and the
+    config groups of every registered config package."""
     from omegaconf import OmegaConf
 
     config = OmegaConf.to_container(OmegaConf.load(f"{primary_config_dir()}/config.yaml"))
     assert isinstance(config, dict)
     config.pop("defaults", None)
     config.pop("hydra", None)
-    return config
+    return config, config_groups()
 
 
-def _check_known_key(key: str) -> None:
+def _check_known_key(
+    key: str, known_keys: Callable[[], tuple[dict[str, Any], set[str]]] = _known_keys
+) -> None:
     """A misspelt setting gets the closest real one (Hydra's own advice, ``+KEY=...``, would
     add the misspelt key and fail later with a TypeError).
 
@@ -176,9 +181,11 @@ def _check_known_key(key: str) -> None:
     head, _, rest = key.partition(".")
     if head in ("hydra", *DEFAULT_GROUPS, *ARGUMENT_SECTIONS) or head.startswith("hydra"):
         return
-    if "/" in head or head in config_groups():  # a group of ours or of a plugin's configs
+    if "/" in head:  # a group path: Hydra's to check
         return
-    known = _known_keys()
+    known, groups = known_keys()
+    if head in groups:  # a group of ours or of a plugin's configs
+        return
     if head not in known:
         hint = did_you_mean(head, [*known, *DEFAULT_GROUPS, *ARGUMENT_SECTIONS])
         raise ConfigError(
