@@ -40,8 +40,9 @@ def separate_states(metrics: MetricCollection) -> MetricCollection:
     )
 
 
-def _calls_super(function: Any, name: str) -> bool:
-    """Whether ``function``'s source calls ``super().NAME(...)`` (unknown source: True)."""
+def _method_calls(function: Any, name: str) -> list[Any] | None:
+    """The calls ``<something>.NAME(...)`` in ``function``'s source (``ast.Call`` nodes), or
+    None when its source cannot be read."""
     import ast
     import inspect
     import textwrap
@@ -49,14 +50,28 @@ def _calls_super(function: Any, name: str) -> bool:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
     except (OSError, TypeError, SyntaxError):
+        return None
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == name
+    ]
+
+
+def _calls_super(function: Any, name: str) -> bool:
+    """Whether ``function``'s source calls ``super().NAME(...)`` (unknown source: True)."""
+    import ast
+
+    calls = _method_calls(function, name)
+    if calls is None:
         return True
     return any(
-        isinstance(node, ast.Attribute)
-        and node.attr == name
-        and isinstance(node.value, ast.Call)
-        and isinstance(node.value.func, ast.Name)
-        and node.value.func.id == "super"
-        for node in ast.walk(tree)
+        isinstance(call.func.value, ast.Call)
+        and isinstance(call.func.value.func, ast.Name)
+        and call.func.value.func.id == "super"
+        for call in calls
     )
 
 
@@ -88,28 +103,15 @@ def missing_datamodule_needs(task: Any, datamodule: Any) -> list[str]:
 
 
 def _forwarded_to_super(init: Any) -> set[str]:
-    """Arguments ``init`` passes on by name to ``super().__init__`` (``name=name``)."""
+    """Arguments ``init`` passes on by name to a base ``__init__`` (``name=name``)."""
     import ast
-    import inspect
-    import textwrap
 
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
-    except (OSError, TypeError, SyntaxError):
-        return set()
-    names = set()
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "__init__"
-        ):
-            names |= {
-                k.arg
-                for k in node.keywords
-                if k.arg and isinstance(k.value, ast.Name) and k.value.id == k.arg
-            }
-    return names
+    return {
+        keyword.arg
+        for call in _method_calls(init, "__init__") or ()
+        for keyword in call.keywords
+        if keyword.arg and isinstance(keyword.value, ast.Name) and keyword.value.id == keyword.arg
+    }
 
 
 def shadowed_arguments(cls: type) -> dict[str, type]:
