@@ -102,13 +102,7 @@ class Entry:
         ``LIGHTNING_TASKS_API`` other than ours (undeclared: nothing to check)."""
         from tasks import API_VERSION, __version__
 
-        parts = module_name.split(".")
-        declared = None
-        for depth in range(len(parts), 0, -1):
-            module = sys.modules.get(".".join(parts[:depth]))
-            declared = getattr(module, API_ATTRIBUTE, None)
-            if declared is not None:
-                break
+        _, declared = declared_api(module_name)
         if declared is not None and declared != API_VERSION:
             warnings.warn(
                 f"plugin {self.distribution} {self.version} ({self.kind} {self.name!r}) targets "
@@ -118,6 +112,18 @@ class Entry:
                 PluginVersionWarning,
                 stacklevel=3,
             )
+
+
+def declared_api(module_name: str) -> tuple[str | None, object]:
+    """``(module, value)`` of the ``LIGHTNING_TASKS_API`` that ``module_name`` (imported) or
+    the nearest package above it declares; ``(None, None)`` when none does."""
+    parts = module_name.split(".")
+    for depth in range(len(parts), 0, -1):
+        name = ".".join(parts[:depth])
+        declared = getattr(sys.modules.get(name), API_ATTRIBUTE, None)
+        if declared is not None:
+            return name, declared
+    return None, None
 
 
 def _normalize(dist_name: str) -> str:

@@ -233,26 +233,21 @@ def check_api_declaration(cls: type) -> None:
     Args:
         cls: A task or datamodule class a plugin registers.
     """
-    import importlib
-
     from tasks import API_VERSION
-    from tasks._registry import API_ATTRIBUTE
+    from tasks._registry import API_ATTRIBUTE, declared_api
 
-    parts = cls.__module__.split(".")
-    if parts[0] in ("tasks", "datamodules"):
+    top = cls.__module__.split(".")[0]
+    if top in ("tasks", "datamodules"):
         return
-    for depth in range(len(parts), 0, -1):
-        declared = getattr(importlib.import_module(".".join(parts[:depth])), API_ATTRIBUTE, None)
-        if declared is not None:
-            assert declared == API_VERSION, (
-                f"{'.'.join(parts[:depth])} declares {API_ATTRIBUTE} = {declared!r}, but this "
-                f"lightning-tasks provides plugin API {API_VERSION}"
-            )
-            return
-    raise AssertionError(
+    where, declared = declared_api(cls.__module__)  # the class's module is imported already
+    assert declared is not None, (
         f"{cls.__module__} (and the packages above it) declare no {API_ATTRIBUTE}: add "
-        f"'{API_ATTRIBUTE} = {API_VERSION}' to {parts[0]}/__init__.py, so that a later "
+        f"'{API_ATTRIBUTE} = {API_VERSION}' to {top}/__init__.py, so that a later "
         "lightning-tasks can warn users when the plugin targets another API"
+    )
+    assert declared == API_VERSION, (
+        f"{where} declares {API_ATTRIBUTE} = {declared!r}, but this lightning-tasks provides "
+        f"plugin API {API_VERSION}"
     )
 
 
