@@ -9,7 +9,7 @@ import gzip
 import lzma
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,12 @@ from torch import Tensor
 
 from tasks.errors import ConfigError, DataError, did_you_mean
 
-COLUMN_TYPES = ("numeric", "categorical", "boolean")
+try:
+    from pandas.tseries.api import guess_datetime_format
+except ImportError:  # pandas < 2.2
+    from pandas._libs.tslibs.parsing import guess_datetime_format
+
+COLUMN_TYPES = ("numeric", "categorical", "boolean", "date")
 ENCODINGS = ("auto", "onehot", "embedding")
 TRANSFORMS = ("none", "log1p")
 UNKNOWN = "<unknown>"
@@ -350,15 +355,23 @@ def infer_column_type(series: pd.Series, option: str) -> str:
 
 
 def data_check(
-    frame: pd.DataFrame, features: Sequence[str], targets: Sequence[str], classification: bool
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    targets: Sequence[str],
+    classification: bool,
+    kept: Collection[str] = (),
 ) -> list[str]:
-    """Warnings about leaks and useless columns that a human would want to know about."""
+    """Warnings about leaks and useless columns that a human would want to know about.
+
+    Columns in ``kept`` were kept on purpose (``keep_columns``): no row-id warning for them.
+    """
     found = []
     n = len(frame)
     for col in features:
         series = frame[col]
         if (
-            pd.api.types.is_integer_dtype(series)
+            col not in kept
+            and pd.api.types.is_integer_dtype(series)
             and n > 2
             and series.nunique() == n
             and (series.is_monotonic_increasing or series.is_monotonic_decreasing)
@@ -419,28 +432,94 @@ def _copies(feature: pd.Series, target: pd.Series) -> bool:
     return bool(abs(np.corrcoef(both.to_numpy().T)[0, 1]) > 0.99999)
 
 
-def _outliers(series: pd.Series, limit: float = 8.0, shown: int = 3) -> list[str]:
-    """Values more than ``limit`` robust deviations (1.4826 MAD) from the median: typos,
-    swapped columns, unit mistakes. A heavy but genuine tail rarely goes that far."""
+#: Tukey's "far out" fences lie this many interquartile ranges beyond the quartiles
+FAR_OUT = 3.0
+#: fewer values than this, and quartiles say too little to call anything extreme
+MIN_ROWS = 20
+#: more distinct values than this share of the rows (plus one) beyond a fence: a tail
+TAIL_SHARE = 0.005
+
+
+def _side(scaled: np.ndarray, fence: float, unit: float, centre: float) -> tuple[np.ndarray, int]:
+    """The isolated values of ``scaled`` above ``fence`` (a mask), and how many distinct
+    values lie above it.
+
+    Walking up from the largest value inside the fence, the first gap of at least
+    ``FAR_OUT * unit`` that is also as wide as the distance of the value below it from
+    ``centre`` isolates every value above it: a genuine tail thins out gradually, while a
+    typo, a sentinel or a unit mistake stands apart from the values it should be among.
+    """
+    none = np.zeros(len(scaled), dtype=bool)
+    above = scaled > fence
+    if not above.any() or above.all():
+        return none, 0
+    tail = np.sort(np.concatenate([[scaled[~above].max()], scaled[above]]))
+    wide = np.diff(tail) >= np.maximum(FAR_OUT * unit, tail[:-1] - centre)
+    if not wide.any():
+        return none, len(np.unique(scaled[above]))
+    return scaled >= tail[np.argmax(wide) + 1], len(np.unique(scaled[above]))
+
+
+def _skew(q1: float, median: float, q3: float) -> float:
+    """Bowley's skewness, without its sign: 0 for a bulk symmetric about its median."""
+    return abs(q3 + q1 - 2 * median) / (q3 - q1)
+
+
+def far_out(values: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """For the low and the high side of ``values`` (no NaNs): the mask of the values that
+    stand far outside the bulk, and how many distinct values lie beyond that side's fence.
+
+    The fences are Tukey's far-out ones, ``FAR_OUT`` interquartile ranges beyond the
+    quartiles, and a value beyond one is far out when a wide gap sets it apart
+    (:func:`_side`). The high side of a column that is non-negative (but for a stray
+    sentinel) is judged on the log scale of its positive values where that scale makes the
+    bulk more symmetric (Bowley's quartile skewness), so a skewed but genuine tail (incomes,
+    areas, counts) stays inside. The low side stays on the original scale, so small genuine
+    values of a positive column (infants' ages among adults') are never far out. A side
+    whose quartiles coincide (mostly one value) has no fence.
+    """
+    none = (np.zeros(len(values), dtype=bool), 0)
+    q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75])
+    iqr = q3 - q1
+    if iqr > 0:
+        low = _side(-values, FAR_OUT * iqr - q1, iqr, -median)
+        high = _side(values, q3 + FAR_OUT * iqr, iqr, median)
+    else:
+        low = high = none
+    positive = values > 0
+    if np.mean(values < 0) <= 0.01 and positive.sum() >= MIN_ROWS:
+        logs = np.log(values[positive])
+        l1, centre, l3 = np.quantile(logs, [0.25, 0.5, 0.75])
+        fence = l3 + FAR_OUT * (l3 - l1)
+        if l3 > l1 and (iqr == 0 or _skew(l1, centre, l3) < _skew(q1, median, q3)):
+            mask, beyond = _side(logs, fence, l3 - l1, centre)
+            high = (np.zeros(len(values), dtype=bool), beyond)
+            high[0][positive] = mask
+    return [low, high]
+
+
+def _outliers(series: pd.Series, shown: int = 3) -> list[str]:
+    """Values far outside the bulk of a numeric column (:func:`far_out`): typos, sentinels
+    such as ``-999``, unit mistakes, swapped columns. A side with many distinct values
+    beyond its fence (more than ``TAIL_SHARE`` of the rows, plus one) is a heavy tail, and
+    its far values are not reported."""
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    median = np.nanmedian(values)
-    # Strictly positive measurements are often right-skewed (areas, counts): judge them on
-    # the log scale, where a genuine long tail stays close and a typo or swap still stands out.
-    scaled = np.log(values) if np.nanmin(values) > 0 else values
-    centre = np.nanmedian(scaled)
-    mad = 1.4826 * np.nanmedian(np.abs(scaled - centre))
-    if not np.isfinite(mad) or mad == 0:
+    present = ~np.isnan(values)
+    if present.sum() < MIN_ROWS:
         return []
-    score = np.abs(scaled - centre) / mad
-    rows = np.flatnonzero(score > limit)
-    if len(rows) == 0 or len(rows) > 0.01 * len(values) + 1:
-        return []  # many such values are a heavy tail, not a mistake
+    flagged = np.zeros(len(values), dtype=bool)
+    for mask, beyond in far_out(values[present]):
+        if beyond <= TAIL_SHARE * present.sum() + 1:
+            flagged[present] |= mask
+    rows = np.flatnonzero(flagged)
+    if len(rows) == 0:
+        return []
     names = row_names(series, rows[:shown])
     listed = ", ".join(f"{name}: {values[r]:g}" for name, r in zip(names, rows))
     return [
         f"column {series.name!r} has {len(rows)} extreme value(s) ({listed}; median "
-        f"{median:g}): check them for typos or swapped columns, or use a robust loss "
-        "(task.loss=huber for regression)"
+        f"{np.median(values[present]):g}): check them for typos or swapped columns, or use a "
+        "robust loss (task.loss=huber for regression)"
     ]
 
 
@@ -448,9 +527,13 @@ class TablePreprocessor:
     """Turns a frame into ``(numeric float32, categorical int64)`` tensors, fitted on train.
 
     Numeric and boolean columns are imputed with the training median (with a missing
-    indicator column where the training data had gaps) and standardised. Categorical
-    columns are one-hot encoded or integer-coded for an embedding; index 0 is the
-    unknown bucket for categories not seen in training and for missing values.
+    indicator column where the training data had gaps) and standardised. A date column
+    becomes calendar columns (``COL__year``, ``COL__month``, ``COL__day_of_week``,
+    ``COL__day_of_year``, and ``COL__hour`` where training times vary), read in the format
+    found on the training rows and then treated as numeric. Categorical columns are one-hot
+    encoded or integer-coded for an embedding; index 0 is the unknown bucket for categories
+    not seen in training and for missing values. Columns left out as identifiers are
+    recorded with the reason (``state["excluded"]``) but never read.
 
     All state is plain Python (lists, dicts, strings, floats), so it is stored in the
     checkpoint and restored without pickling.
@@ -472,13 +555,22 @@ class TablePreprocessor:
         max_onehot: int = 16,
         transform: str = "none",
         where: str = "training data",
+        excluded: Mapping[str, str] | None = None,
     ) -> TablePreprocessor:
-        numeric = [c for c in features if types[c] in ("numeric", "boolean")]
+        dates = {c: fit_date(train[c], where) for c in features if types[c] == "date"}
+        numeric = []
+        for col in features:
+            if col in dates:
+                numeric += [f"{col}__{part}" for part in dates[col]["parts"]]
+            elif types[col] in ("numeric", "boolean"):
+                numeric.append(col)
         categorical = [c for c in features if types[c] == "categorical"]
-        values = self._numeric_values(train, numeric, where)
+        values = self._numeric_values(expand_dates(train, dates, where), numeric, where)
         # log1p tames heavy right tails (counts, frequencies); only where training data is >= 0
         log1p = [
-            transform == "log1p" and types[c] == "numeric" and bool(np.nanmin(values[:, j]) >= 0)
+            transform == "log1p"
+            and types.get(c) == "numeric"
+            and bool(np.nanmin(values[:, j]) >= 0)
             for j, c in enumerate(numeric)
         ]
         values = _apply_log1p(values, np.asarray(log1p, dtype=bool))
@@ -506,12 +598,23 @@ class TablePreprocessor:
             "categories": categories,
             "onehot": onehot,
             "embedded": [c for c in categorical if c not in onehot],
+            "dates": dates,
+            "excluded": dict(excluded or {}),
         }
         return self
 
     @property
     def features(self) -> list[str]:
-        return [*self.state["numeric"], *self.state["categories"]]
+        """The input columns that a frame to transform must have."""
+        dates = self.state.get("dates", {})
+        derived = {f"{c}__{part}" for c, d in dates.items() for part in d["parts"]}
+        plain = [c for c in self.state["numeric"] if c not in derived]
+        return [*plain, *dates, *self.state["categories"]]
+
+    @property
+    def excluded(self) -> dict[str, str]:
+        """Columns left out as identifiers, each with the reason."""
+        return dict(self.state.get("excluded", {}))
 
     @property
     def feature_names(self) -> list[str]:
@@ -562,12 +665,27 @@ class TablePreprocessor:
         text = category_text(frame[col])
         return text.map(lookup).fillna(0).to_numpy(dtype=np.int64)
 
+    def unseen_categories(self, frame: pd.DataFrame) -> dict[str, list[str]]:
+        """Per categorical column of ``frame``, the values training never saw (they go to
+        the unknown bucket); columns without any are left out."""
+        found = {}
+        for col in self.state["categories"]:
+            if col not in frame.columns:
+                continue
+            known = {_category_key(c) for c in self.state["categories"][col]}
+            text = category_text(frame[col]).dropna()
+            unseen = sorted({v for v in text if v not in known})
+            if unseen:
+                found[col] = unseen
+        return found
+
     def transform(self, frame: pd.DataFrame, where: str) -> tuple[Tensor, Tensor]:
         s = self.state
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             raise missing_column_error(where, missing, list(frame.columns))
-        values = self._numeric_values(frame, s["numeric"], where)
+        expanded = expand_dates(frame, s.get("dates", {}), where)
+        values = self._numeric_values(expanded, s["numeric"], where)
         values = _apply_log1p(values, np.isin(s["numeric"], s.get("log1p", [])))
         gaps = np.isnan(values)
         values = np.where(gaps, np.asarray(s["fill"]), values)
@@ -633,6 +751,229 @@ def resolve_column_types(
             )
         types[col] = overrides.get(col) or infer_column_type(frame[col], option)
     return types
+
+
+# -- column roles: dates and identifier-like columns, decided on the training rows -------------
+#: calendar columns of a date column, in order; ``hour`` only where training times vary
+DATE_PARTS = ("year", "month", "day_of_week", "day_of_year", "hour")
+#: share of a column's values that must read as dates (in one format) for it to be a date
+DATE_SHARE = 0.95
+#: formats tried besides those pandas guesses from the values: two-digit years, then any
+#: ISO 8601 mix (dates with and without times)
+_DATE_FORMATS = ("%m/%d/%y", "%d/%m/%y", "%d.%m.%y", "ISO8601")
+#: a text column with a distinct value in at least this share of its rows is an identifier
+ID_SHARE = 0.95
+#: free text: a median of at least this many words per value, mostly distinct values
+TEXT_WORDS = 5
+
+
+def _full_date(fmt: str) -> bool:
+    """A format with a year, a month and a day (not ``%Y-%m`` or a time alone)."""
+    return (
+        fmt == "ISO8601"
+        or any(d in fmt for d in ("%Y", "%y"))
+        and any(d in fmt for d in ("%m", "%b", "%B"))
+        and "%d" in fmt
+    )
+
+
+def parse_dates(values: pd.Series, fmt: str) -> pd.Series:
+    """``values`` read as dates in ``fmt`` (times with a UTC offset converted to UTC);
+    NaT where a value is missing or is not a date in that format. Values that are already
+    datetimes (a DataFrame's or a Parquet file's) are taken as they are."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    text = values.astype(str).str.strip().where(values.notna().to_numpy())
+    try:
+        return pd.to_datetime(
+            text, format=fmt, errors="coerce", utc="%z" in fmt or fmt == "ISO8601"
+        )
+    except (ValueError, TypeError, OverflowError):  # e.g. an ISO mix pandas cannot combine
+        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+
+
+def date_format(series: pd.Series, sample: int = 1000) -> str | None:
+    """The format in which nearly all (``DATE_SHARE``) present values of ``series`` read as
+    full dates (year, month and day), judged on up to ``sample`` of them spread over the
+    column; None if there is none. Of several formats, the one that reads the most values
+    wins (so ``13/01/2020`` settles day-first), and month-first on a tie, as pandas does."""
+    text = series.dropna()
+    if not len(text) or pd.api.types.is_bool_dtype(series):
+        return None
+    text = text.astype(str).str.strip()
+    if len(text) > sample:
+        text = text.iloc[np.linspace(0, len(text) - 1, sample).astype(int)]
+    if text.str.contains(r"\d").mean() < DATE_SHARE:
+        return None  # words, not dates: no need to try formats
+    candidates: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for value in text.drop_duplicates().head(20):
+            for dayfirst in (False, True):
+                fmt = guess_datetime_format(value, dayfirst=dayfirst)
+                if fmt and _full_date(fmt) and fmt not in candidates:
+                    candidates.append(fmt)
+        best, share = None, 0.0
+        for fmt in [*candidates, *(f for f in _DATE_FORMATS if f not in candidates)]:
+            parsed = float(parse_dates(text, fmt).notna().mean())
+            if parsed > share:
+                best, share = fmt, parsed
+    return best if share >= DATE_SHARE else None
+
+
+def fit_date(series: pd.Series, where: str) -> dict[str, Any]:
+    """The format of a date column and the calendar parts it gives, from the training rows:
+    ``{"format": ..., "parts": [...]}``. ``hour`` is a part only where the times vary."""
+    fmt = date_format(series)
+    if fmt is None and pd.api.types.is_datetime64_any_dtype(series):
+        fmt = "ISO8601"  # how pandas writes datetimes to a file to predict
+    if fmt is None:
+        shown = ", ".join(repr(v) for v in series.dropna().head(3).tolist())
+        raise DataError(
+            f"{where}: column {series.name!r} is declared a date, but its values ({shown}, ...) "
+            f"do not read as dates in one format (year, month and day) in {DATE_SHARE:.0%} "
+            f"of the training rows; clean them, or declare another type in "
+            f"datamodule.column_types"
+        )
+    parsed = parse_dates(series, fmt)
+    parts = [p for p in DATE_PARTS if p != "hour" or parsed.dt.hour.nunique() > 1]
+    return {"format": fmt, "parts": parts}
+
+
+def expand_dates(
+    frame: pd.DataFrame, dates: Mapping[str, Mapping[str, Any]], where: str
+) -> pd.DataFrame:
+    """``frame`` with the calendar columns ``COL__PART`` of each date column in ``dates``
+    (as :func:`fit_date` describes them). A value that is not a date in the column's format
+    counts as missing; a column where more than ``1 - DATE_SHARE`` of the present values are
+    not dates (another format?) is an error."""
+    if not dates:
+        return frame
+    missing = [c for c in dates if c not in frame.columns]
+    if missing:
+        raise missing_column_error(where, missing, list(frame.columns))
+    columns = {}
+    for col, spec in dates.items():
+        series = frame[col]
+        parsed = parse_dates(series, spec["format"])
+        bad = series.notna().to_numpy() & parsed.isna().to_numpy()
+        if bad.sum() > (1 - DATE_SHARE) * series.notna().sum():
+            raise DataError(
+                f"{where}: column {col!r} held dates written as {spec['format']!r} in training, "
+                f"but {_examples(series, bad)} are not; write them in that format"
+            )
+        for part in spec["parts"]:
+            columns[f"{col}__{part}"] = getattr(parsed.dt, part).to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
+    expanded = frame.assign(**columns)
+    expanded.attrs.update(frame.attrs)
+    return expanded
+
+
+def _text_identifier(series: pd.Series) -> str | None:
+    """Why a text column is an identifier or free text, or None."""
+    values = series.dropna().astype(str)
+    n = len(values)
+    if n < MIN_ROWS:
+        return None
+    distinct = values.nunique()
+    words = float(values.str.split().str.len().median())
+    if words >= TEXT_WORDS and distinct >= 0.5 * n:
+        return f"holds free text ({words:g} words per value, median), not categories"
+    if distinct >= ID_SHARE * n:
+        return (
+            f"has a distinct value in {distinct} of {n} training rows, like names or ids "
+            "(a model can only memorise them)"
+        )
+    return None
+
+
+def _integer_key(series: pd.Series, rows: int) -> str | None:
+    """Why a numeric column is a row key, or None: unique whole numbers that are strictly
+    monotonic in file order, or that span about as many values as the table has rows (a
+    shuffled row number). Distinct floats (prices) and repeated integers are never keys."""
+    if pd.api.types.is_bool_dtype(series):
+        return None
+    values = pd.to_numeric(series, errors="coerce").dropna().to_numpy(dtype=np.float64)
+    n = len(values)
+    if n < MIN_ROWS or not np.array_equal(values, np.round(values)):
+        return None
+    steps = np.diff(values)
+    if (steps > 0).all() or (steps < 0).all():
+        return (
+            "is a unique, monotonic integer, like a row id (it can leak how the rows were "
+            "ordered, e.g. grouped by label)"
+        )
+    low, high = values.min(), values.max()
+    if len(np.unique(values)) >= 0.99 * n and high - low + 1 <= 1.5 * max(rows, n):
+        return (
+            f"is a unique integer spanning about the row count ({low:g} to {high:g} over "
+            f"{rows} rows), like a row number"
+        )
+    return None
+
+
+def column_roles(
+    train: pd.DataFrame,
+    features: Sequence[str],
+    types: Mapping[str, str],
+    typed: Collection[str] = (),
+    kept: Collection[str] = (),
+    rows: int | None = None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Dates and identifier-like columns among ``features``, decided on the training rows.
+
+    A datetime column, or a text column whose values read as dates (:func:`date_format`),
+    becomes a ``date``. A
+    text column with a distinct value in nearly every row (``ID_SHARE``) or holding free
+    text, and a numeric column of unique whole numbers that is monotonic in file order or
+    spans about the row count, is left out. Columns in ``typed`` (given a type by the
+    user) are neither; columns in ``kept`` are never left out.
+
+    Args:
+        train: The training rows, in file order.
+        features: The feature columns.
+        types: Their types (:func:`resolve_column_types`).
+        typed: Columns whose type the user set.
+        kept: Columns the user keeps whatever they look like.
+        rows: Rows of the whole table (default: the training rows).
+
+    Returns:
+        The types with ``date`` for the date columns, and the columns to leave out, each
+        with the reason (a phrase that follows ``column 'NAME'``).
+    """
+    types = dict(types)
+    excluded = {}
+    for col in features:
+        if col in typed:
+            continue
+        series = train[col]
+        if pd.api.types.is_datetime64_any_dtype(series) or (
+            types[col] == "categorical" and date_format(series) is not None
+        ):
+            types[col] = "date"
+            continue
+        if col in kept:
+            continue
+        if types[col] == "categorical":
+            reason = _text_identifier(series)
+        elif types[col] == "numeric":
+            reason = _integer_key(series, rows or len(train))
+        else:
+            reason = None
+        if reason:
+            excluded[col] = reason
+    return types, excluded
+
+
+def excluded_message(column: str, reason: str) -> str:
+    """The warning for a column that :func:`column_roles` left out: why, and how to keep it."""
+    return (
+        f"column {column!r} {reason}; left out of the features. Keep it with "
+        f"datamodule.keep_columns=[{column}], or drop it with datamodule.drop_columns=[{column}] "
+        "to silence this"
+    )
 
 
 def warn_all(messages: Sequence[str]) -> None:

@@ -20,7 +20,9 @@ from datamodules._table_prep import (
     TablePreprocessor,
     check_finite,
     check_frame,
+    column_roles,
     data_check,
+    excluded_message,
     missing_column_error,
     read_table,
     resolve_column_types,
@@ -81,11 +83,16 @@ def _check_table_name(name: str) -> None:
 class TabularDataModule(BaseDataModule):
     """Rows of a table with a target column, split by seed (stratified for classification).
 
-    Column types are inferred (numeric, boolean, categorical) and can be overridden.
-    Numeric columns are median-imputed (with a missing indicator where the training
-    split had gaps) and standardised with training-split statistics; categorical
-    columns are one-hot encoded or integer-coded for embeddings, with an unknown
-    bucket for categories first seen at predict time. Classification labels (strings
+    Column types are inferred (numeric, boolean, categorical, date) and can be overridden.
+    Column roles are decided on the training split: text columns that read as dates become
+    calendar features (year, month, day of week, day of year, and hour where times vary);
+    identifier-like columns (text with a distinct value in nearly every row, free text, and
+    unique whole numbers that are monotonic in file order or span about the row count, like
+    row numbers) are left out with a :class:`DataWarning` that names the column and
+    ``keep_columns``. Numeric columns are median-imputed (with a missing indicator where
+    the training split had gaps) and standardised with training-split statistics;
+    categorical columns are one-hot encoded or integer-coded for embeddings, with an
+    unknown bucket for categories first seen at predict time. Classification labels (strings
     too) are encoded and decoded back in predictions; regression targets are always
     standardised with the training mean and standard deviation (``data_facts()`` passes
     them as ``target_center``/``target_scale``, and the task's ``unscale`` inverts them),
@@ -102,7 +109,10 @@ class TabularDataModule(BaseDataModule):
         problem: ``classification`` or ``regression``.
         features: Feature columns; default every column but the target(s) and ``drop_columns``.
         drop_columns: Columns to ignore (row ids, leaks).
-        column_types: Per-column type overrides, e.g. ``{zip_code: categorical}``.
+        keep_columns: Columns to use even though they look like identifiers (see above).
+            Columns in ``features`` or ``column_types`` are never left out either.
+        column_types: Per-column type overrides, e.g. ``{zip_code: categorical}``; types are
+            ``numeric``, ``categorical``, ``boolean`` and ``date``.
         categorical_encoding: ``auto`` (one-hot up to ``max_onehot`` categories, else
             embedding), ``onehot`` or ``embedding``.
         max_onehot: Category count up to which ``auto`` one-hot encodes.
@@ -129,6 +139,7 @@ class TabularDataModule(BaseDataModule):
         problem: str = "classification",
         features: Sequence[str] | None = None,
         drop_columns: Sequence[str] = (),
+        keep_columns: Sequence[str] = (),
         column_types: Mapping[str, str] | None = None,
         categorical_encoding: str = "auto",
         max_onehot: int = 16,
@@ -303,6 +314,17 @@ class TabularDataModule(BaseDataModule):
         missing = [c for c in drop if c not in frame.columns]
         if missing:
             raise missing_column_error("datamodule.drop_columns", missing, list(frame.columns))
+        keep = [str(c) for c in hp.keep_columns]
+        missing = [c for c in keep if c not in frame.columns]
+        if missing:
+            raise missing_column_error("datamodule.keep_columns", missing, list(frame.columns))
+        clash = [c for c in keep if c in drop or c in targets]
+        if clash:
+            raise ConfigError(
+                f"datamodule.keep_columns lists {clash}, which "
+                f"{'are' if len(clash) > 1 else 'is'} also a target or in drop_columns; "
+                "name each column in one of them"
+            )
         if hp.features is not None:
             features = [str(c) for c in hp.features]
             missing = [c for c in features if c not in frame.columns]
@@ -444,17 +466,30 @@ class TabularDataModule(BaseDataModule):
         train = frame.iloc[train_idx]
         if not self.prep.fitted:
             types = resolve_column_types(frame, features, hp.column_types, where)
-            self.data_warnings = data_check(frame, features, targets, self.classification)
+            keep = {str(c) for c in hp.keep_columns}
+            listed = set(features) if hp.features is not None else set()
+            types, excluded = column_roles(
+                train, features, types, set(hp.column_types or {}), keep | listed, len(frame)
+            )
+            used = [c for c in features if c not in excluded]
+            if not used:
+                raise DataError(
+                    f"{where}: every feature column looks like an identifier ({list(excluded)}); "
+                    "keep the ones to learn from with datamodule.keep_columns=[...]"
+                )
+            self.data_warnings = [excluded_message(c, reason) for c, reason in excluded.items()]
+            self.data_warnings += data_check(frame, used, targets, self.classification, keep)
             for message in self.data_warnings:
                 warnings.warn(f"{where}: {message}", DataWarning, stacklevel=2)
             self.prep.fit(
                 train,
-                features,
+                used,
                 types,
                 hp.categorical_encoding,
                 hp.max_onehot,
                 hp.numeric_transform,
                 where=where,
+                excluded=excluded,
             )
             self._fit_labels(train, frame, targets)
         parts = {"train": train, "val": frame.iloc[val_idx]}
@@ -468,6 +503,39 @@ class TabularDataModule(BaseDataModule):
             option = "datamodule.test_path" if name == "test" and hp.test_path else where
             x_num, x_cat = self.prep.transform(part, option)
             setattr(self, f"{name}_data", (x_num, x_cat, self._target_tensor(part, option)))
+        #: the input columns of the test rows (validation rows without a test split), as read
+        self.test_rows = parts.get("test", parts["val"])[self.prep.features]
+
+    # -- bundles ---------------------------------------------------------------------------
+    input_kind = "record"
+
+    def input_signature(self) -> dict[str, Any]:
+        self._require_fitted()
+        state = self.prep.state
+        dates = state.get("dates", {})
+        columns = {c: "number" for c in self.prep.features}
+        columns.update({c: "date" for c in dates})
+        columns.update({c: "category" for c in state["categories"]})
+        signature: dict[str, Any] = {
+            "kind": self.input_kind,
+            "columns": columns,
+            "categories": {c: list(v)[:100] for c, v in state["categories"].items()},
+            "accepts": "records (one JSON object per row: column -> value); a missing value "
+            "is imputed, an unseen category goes to the unknown bucket with a warning",
+            "ignored_columns": sorted(self.prep.excluded),
+        }
+        signature["targets"] = list(self.targets)
+        if self.classification:
+            signature["classes"] = list(self.class_names)
+        return signature
+
+    def example_inputs(self, n: int) -> list[Any]:
+        """Test rows as records (column -> value; missing values as None)."""
+        rows = getattr(self, "test_rows", None)
+        if rows is None:
+            raise DataError(f"{type(self).__name__}: call setup('fit') before example_inputs()")
+        head = rows.head(n).astype(object)
+        return head.where(head.notna(), None).to_dict(orient="records")
 
     def _setup_predict(self) -> None:
         hp = self.hparams
@@ -475,11 +543,20 @@ class TabularDataModule(BaseDataModule):
             raise ConfigError("predicting needs datamodule.predict_path=FILE")
         self._require_fitted()
         frame = self._read(hp.predict_path, "datamodule.predict_path")
-        known = set(self.prep.features) | set(self._labels["targets"])
+        # columns left out as identifiers were named at training time: no second warning
+        known = set(self.prep.features) | set(self._labels["targets"]) | set(self.prep.excluded)
         extra = [str(c) for c in frame.columns if c not in known]
         if extra:
             warnings.warn(
                 f"datamodule.predict_path: ignoring columns not used in training: {extra}",
+                DataWarning,
+                stacklevel=2,
+            )
+        for col, values in self.prep.unseen_categories(frame).items():
+            listed = ", ".join(repr(v) for v in values[:5]) + (" ..." if len(values) > 5 else "")
+            warnings.warn(
+                f"datamodule.predict_path: column {col!r} has {len(values)} categorie(s) never "
+                f"seen in training ({listed}): predicted as the unknown category",
                 DataWarning,
                 stacklevel=2,
             )
