@@ -28,6 +28,22 @@ def class_predictions(
     return frame
 
 
+def records_frame(inputs: Sequence[Any]) -> pd.DataFrame:
+    """A table from a list of records (dicts with the same keys), refusing anything else
+    in one line."""
+    if isinstance(inputs, dict):
+        inputs = [inputs]
+    if not isinstance(inputs, (list, tuple)) or not inputs:
+        raise DataError("expected a non-empty list of records (JSON objects)")
+    bad = next((i for i, row in enumerate(inputs) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise DataError(
+            f"input {bad} is a {type(inputs[bad]).__name__}, expected a record (a JSON object "
+            "of column: value)"
+        )
+    return pd.DataFrame.from_records(list(inputs))
+
+
 def split_indices(
     n: int,
     val_fraction: float,
@@ -262,6 +278,83 @@ class BaseDataModule(L.LightningDataModule):
                 for j in range(array.shape[1]):
                     columns[f"{key}_{j}"] = array[:, j]
         return pd.DataFrame(columns)
+
+    # -- bundles and serving (tasks.bundle) ----------------------------------------------
+    #: What one input of a bundle's ``predict`` is: ``record`` (a table row), ``image``,
+    #: ``text``, ``sequence`` (one series of values), or ``series`` (the rows of ONE time
+    #: series, predicted together). Row-wise kinds are batched across requests by the server;
+    #: ``series`` inputs are predicted one request at a time.
+    input_kind: str = "record"
+    #: Positions of the predict inputs whose second dimension varies between batches (token
+    #: ids trimmed to the longest row): an ONNX export keeps that dimension free.
+    variable_length_inputs: tuple[int, ...] = ()
+
+    def input_signature(self) -> dict[str, Any]:
+        """What a bundle's ``signature.json`` says about the inputs (with ``input_kind``).
+
+        Returns:
+            Plain data: at least ``{"kind": input_kind}``; subclasses add fields (e.g. the
+            columns and their types, the image size, the allowed categories).
+
+        Called by:
+            ``tasks.bundle.export_bundle``, once, after the fitted state was restored.
+        """
+        return {"kind": self.input_kind}
+
+    def example_inputs(self, n: int) -> list[Any]:
+        """Up to ``n`` real test inputs in the JSON form :meth:`predict_inputs` accepts (a
+        bundle's ``example_input.json``, replayed by every load of the bundle).
+
+        Args:
+            n: How many inputs at most.
+
+        Returns:
+            A list of JSON-ready values: records (dicts) for tables and series, strings for
+            texts, lists of numbers for sequences, base64-encoded PNG strings for images.
+
+        Called by:
+            ``tasks.bundle.export_bundle``, once, after ``setup("fit")`` with the fitted
+            state restored. The default raises ``NotImplementedError``: this datamodule
+            cannot make a bundle.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement example_inputs(): it cannot be bundled"
+        )
+
+    def predict_inputs(self, inputs: Sequence[Any] | pd.DataFrame) -> None:
+        """Fill ``predict_data`` (and what :meth:`predictions_frame` reads) from in-memory
+        inputs, with the fitted state, exactly as :meth:`setup_predict` does from a file.
+
+        The default writes the inputs (a DataFrame, or a list of records) to a CSV file in
+        a temporary folder and runs ``setup("predict")`` on it, so that a bundle predicts
+        through the same code as ``mode=predict``; datamodules whose inputs are not table
+        rows (images, texts) override it.
+
+        Args:
+            inputs: A DataFrame or a list of inputs in the JSON form of
+                :meth:`example_inputs` (Python conveniences such as PIL images are allowed
+                where a subclass says so).
+
+        Raises:
+            DataError: the inputs do not fit the training data (missing columns, wrong
+                types...): one line that names the problem.
+
+        Called by:
+            The predictor of ``tasks.load_bundle`` (and so the HTTP server), once per call.
+        """
+        import tempfile
+        from pathlib import Path
+
+        frame = inputs if isinstance(inputs, pd.DataFrame) else records_frame(inputs)
+        previous = self.hparams.get("predict_path")
+        with tempfile.TemporaryDirectory(prefix="lightning-tasks-") as folder:
+            path = Path(folder) / "inputs.csv"
+            frame.to_csv(path, index=False)
+            self.hparams["predict_path"] = str(path)
+            try:
+                self.setup("predict")  # what mode=predict runs (some override setup itself)
+            finally:
+                self.hparams["predict_path"] = previous
 
     # -- loaders -------------------------------------------------------------------------
     def collate(self, stage: str) -> Callable[[tuple[Tensor, ...]], Any] | None:

@@ -97,6 +97,33 @@ class CharDataModule(BaseDataModule):
     def data_facts(self) -> dict[str, Any]:
         return {"vocab": self.vocab, "block_size": self.block_size, "item_list": self.item_list}
 
+    # -- bundles: the task generates (CharLanguageModel.bundle_predict) --------------------
+    input_kind = "prompt"
+    variable_length_inputs = (0,)  # token ids, as long as the longest row
+
+    def input_signature(self) -> dict[str, Any]:
+        return {
+            "kind": self.input_kind,
+            "accepts": "prefixes (strings), or records with prefix, num_samples, temperature, "
+            "top_k, max_new_tokens and seed",
+            "vocab": self.vocab,
+        }
+
+    def example_inputs(self, n: int) -> list[Any]:
+        """Prefixes: the empty one, then the first characters of test windows."""
+        test = self.test_data
+        if test is None:
+            return [""]
+        x = self.collate("test")(test) if self.collate("test") else test
+        first = x[0] if isinstance(x, (tuple, list)) else x
+        vocab = self.vocab
+        prefixes = [""]
+        for row in first[: max(0, n - 1)].tolist():
+            text = "".join(vocab[i] for i in row[:3] if i > 2)
+            if text not in prefixes:
+                prefixes.append(text)
+        return [{"prefix": p, "num_samples": 2, "max_new_tokens": 20} for p in prefixes[:n]]
+
 
 class CharItemsDataModule(CharDataModule):
     """Items, one per line (names, words, short strings), split at random into train,

@@ -379,6 +379,7 @@ class ForecastDataModule(BaseDataModule):
             "targets": targets,
             "covariates": covariates,
             "values": values.to_numpy(),
+            "time_column": time_column,
         }
 
     # -- scaling -------------------------------------------------------------------------
@@ -567,6 +568,8 @@ class ForecastDataModule(BaseDataModule):
             self._check_columns(data, "the data")
         self.series, self.target_series = self._scaled(data, values)
         self.time = data["time"]
+        #: the series as read (original units, on its grid): a bundle's example input
+        self.source = data
         self.bounds = bounds
         for split, (a, b) in bounds.items():
             starts = self._starts(a, b, hp.stride if split == "train" else 1)
@@ -623,6 +626,41 @@ class ForecastDataModule(BaseDataModule):
             self.future_time = pd.Index(last + freq * np.arange(1, hp.horizon + 1))
         else:
             self.future_time = pd.date_range(last, periods=hp.horizon + 1, freq=freq)[1:]
+
+    # -- bundles ---------------------------------------------------------------------------
+    input_kind = "series"
+
+    def input_signature(self) -> dict[str, Any]:
+        hp, state = self.hparams, self.fitted_state
+        return {
+            "kind": self.input_kind,
+            "accepts": "the rows of one series (records: the time column, the targets and "
+            f"the covariates), in time order, at least lookback={hp.lookback} of them",
+            "time_column": getattr(self, "source", {}).get("time_column"),
+            "targets": list(state["targets"]),
+            "covariates": list(state["covariates"]),
+            "frequency": str(state["freq"]),
+            "lookback": hp.lookback,
+            "horizon": hp.horizon,
+        }
+
+    def example_inputs(self, n: int) -> list[Any]:
+        """The ``lookback`` rows before the test part: the answer forecasts its first steps."""
+        data = getattr(self, "source", None)
+        if data is None:
+            raise DataError(f"{type(self).__name__}: call setup('fit') before example_inputs()")
+        end = self.bounds["test"][0] if "test" in self.bounds else len(data["time"])
+        start = max(0, end - self.hparams.lookback)
+        columns = [*data["targets"], *data["covariates"]]
+        records = []
+        for i in range(start, end):
+            time = data["time"][i]
+            record = {
+                data["time_column"]: time if isinstance(time, (int, np.integer)) else str(time)
+            }
+            record.update({c: float(v) for c, v in zip(columns, data["values"][i])})
+            records.append(record)
+        return records
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
         """One row per future step: its time, the step ahead, and each target's forecast."""

@@ -164,9 +164,45 @@ class ImageDataModule(BaseDataModule):
         self.predict_names = [str(p) for p in kept]
         self.predict_data = (images,)
 
+    # -- bundles ---------------------------------------------------------------------------
+    input_kind = "image"
+
+    def input_signature(self) -> dict[str, Any]:
+        s = self.fitted_state
+        return {
+            "kind": self.input_kind,
+            "channels": s["channels"],
+            "image_size": list(s["image_size"]),
+            "accepts": "base64 PNG/JPEG strings (JSON); also file paths, bytes, uint8 arrays "
+            "(H, W[, C]) and PIL images (Python): converted and resized as in training",
+            "classes": list(s["class_names"]),
+        }
+
+    def example_inputs(self, n: int) -> list[Any]:
+        """Test images as base64 PNG strings (lossless: they decode to the same pixels)."""
+        if self.test_data is None:
+            raise DataError(f"{type(self).__name__} has no test images to take examples from")
+        return [png_base64(image) for image in self.test_data[0][:n]]
+
+    def predict_inputs(self, inputs: Sequence[Any]) -> None:
+        """Images as base64 strings, file paths, bytes, uint8 arrays or PIL images."""
+        self._require_fitted()
+        if isinstance(inputs, (str, bytes, np.ndarray)) or not isinstance(inputs, Sequence):
+            inputs = [inputs]
+        if not len(inputs):
+            raise DataError("expected a non-empty list of images")
+        s = self.fitted_state
+        images, kept, bad = _decode(list(inputs), s["channels"], tuple(s["image_size"]))
+        if bad:
+            where = next(i for i, x in enumerate(inputs) if x is bad[0][0])
+            raise DataError(f"image {where} could not be read: {bad[0][1]}")
+        self.predict_names = [x if isinstance(x, str) and len(x) < 256 else "" for x in kept]
+        self.predict_names = [p if Path(p).suffix else "" for p in self.predict_names]
+        self.predict_data = (images,)
+
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
         frame = class_predictions(outputs, self.class_names, self.class_names)
-        if len(self.predict_names) == len(frame):
+        if any(self.predict_names) and len(self.predict_names) == len(frame):
             frame.insert(0, "file", self.predict_names)
         return frame
 
@@ -434,18 +470,66 @@ def _to_mode(image: Any, channels: int) -> Any:
     return image.convert("L" if channels == 1 else "RGB")
 
 
+def _open_image(source: Any) -> Any:
+    """A PIL image from a file path, encoded bytes, a base64 string of them, a
+    ``(H, W)``/``(H, W, C)`` uint8 array, or a PIL image (copied: the caller closes it)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        return source.copy()
+    if isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim not in (2, 3):
+            raise ValueError(
+                f"expected a uint8 (H, W) or (H, W, C) array, got {source.dtype} {source.shape}"
+            )
+        return Image.fromarray(
+            source[:, :, 0] if source.ndim == 3 and source.shape[2] == 1 else source
+        )
+    if isinstance(source, str) and Path(source).suffix.lower() not in IMAGE_SUFFIXES:
+        try:
+            source = base64.b64decode(source.split(",", 1)[-1], validate=True)
+        except ValueError:
+            raise ValueError("not an image file name nor base64-encoded image bytes") from None
+    if isinstance(source, (bytes, bytearray)):
+        return Image.open(io.BytesIO(source))
+    if not isinstance(source, (str, Path)):
+        raise ValueError(
+            f"got a {type(source).__name__}; expected a base64 string, a file path, bytes, a "
+            "uint8 array or a PIL image"
+        )
+    return Image.open(source)
+
+
+def png_base64(image: Tensor) -> str:
+    """A ``(C, H, W)`` uint8 image as a base64 PNG string (lossless)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def _decode(
-    files: Sequence[Path], channels: int, size: tuple[int, int]
-) -> tuple[Tensor, list[Path], list[tuple[Path, str]]]:
-    """Decode, convert and resize; unreadable files are returned, not raised."""
+    files: Sequence[Any], channels: int, size: tuple[int, int]
+) -> tuple[Tensor, list[Any], list[tuple[Any, str]]]:
+    """Decode, convert and resize (files, or any source :func:`_open_image` takes);
+    unreadable ones are returned, not raised."""
     from PIL import Image
 
     out = torch.empty((len(files), channels, *size), dtype=torch.uint8)
-    kept: list[Path] = []
-    bad: list[tuple[Path, str]] = []
+    kept: list[Any] = []
+    bad: list[tuple[Any, str]] = []
     for path in files:
         try:
-            with Image.open(path) as image:
+            with _open_image(path) as image:
                 image.load()
                 image = _to_mode(image, channels)
                 if image.size != (size[1], size[0]):

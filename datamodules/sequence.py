@@ -361,10 +361,13 @@ class SequenceDataModule(BaseDataModule):
         data = self._transform(x)
         self.train_data = (data[train_idx], y[train_idx])
         self.val_data = (data[val_idx], y[val_idx])
+        #: the test sequences before normalisation (a bundle's example inputs)
+        self.test_raw = x[test_idx]
         if has_test:
             tx, tl = raw["test"]
             self._check_steps(tx, "test data")
             self.test_data = (self._transform(tx), self._encode(tl, "test labels"))
+            self.test_raw = tx
         elif len(test_idx):
             self.test_data = (data[test_idx], y[test_idx])
 
@@ -392,6 +395,44 @@ class SequenceDataModule(BaseDataModule):
             )
         x, _ = self._read(frame, where, first_line, labelled=labelled, check_labels=False)
         self._check_steps(x, "datamodule.predict_path")
+        self.predict_data = (self._transform(x),)
+
+    # -- bundles ---------------------------------------------------------------------------
+    input_kind = "sequence"
+
+    def input_signature(self) -> dict[str, Any]:
+        self._require_fitted()
+        s = self.fitted_state
+        return {
+            "kind": self.input_kind,
+            "channels": s["channels"],
+            "steps": s["steps"],
+            "accepts": "a list of numbers per sequence (channels x steps: a list per channel "
+            "when there are several); NaN gaps as null",
+            "classes": self.class_names,
+        }
+
+    def example_inputs(self, n: int) -> list[Any]:
+        raw = self.test_raw[:n]
+        return [row[0].tolist() if len(row) == 1 else row.tolist() for row in raw]
+
+    def predict_inputs(self, inputs: Any) -> None:
+        """Sequences as lists of numbers (or a list per channel), or one array."""
+        self._require_fitted()
+        try:
+            array = np.asarray(
+                [
+                    [np.nan if v is None else v for v in np.ravel(np.asarray(r, dtype=object))]
+                    for r in inputs
+                ],
+                dtype=np.float64,
+            )
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"expected lists of numbers, one per sequence: {exc}") from None
+        if array.ndim != 2 or not len(array):
+            raise DataError("expected a non-empty list of sequences of one length")
+        x = self._shape(array, "inputs", None)
+        self._check_steps(x, "inputs")
         self.predict_data = (self._transform(x),)
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:

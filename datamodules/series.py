@@ -15,6 +15,8 @@ from datamodules.base import BaseDataModule
 from datamodules.sequence import interpolate_gaps
 from tasks.errors import ConfigError, DataError
 
+PREDICT = "datamodule.predict_path"
+
 
 class SeriesDataModule(BaseDataModule):
     """A long series from a CSV (or :meth:`load_frame`), split in time and cut into windows.
@@ -76,11 +78,9 @@ class SeriesDataModule(BaseDataModule):
         hp = self.hparams
         frame = source if isinstance(source, pd.DataFrame) else read_table(source, where)
         columns = [str(c) for c in frame.columns]
-        require_columns(
-            frame,
-            [(hp[o], o) for o in ("time_column", "label_column") if hp[o] is not None],
-            where,
-        )
+        # new data to predict need not be labelled
+        required = ("time_column",) if where == PREDICT else ("time_column", "label_column")
+        require_columns(frame, [(hp[o], o) for o in required if hp[o] is not None], where)
         if hp.time_column is not None:
             time = frame[hp.time_column]
             parsed = (
@@ -208,6 +208,9 @@ class SeriesDataModule(BaseDataModule):
                 "std": np.where(std > 0, std, 1.0).tolist(),
             }
         values = self._standardise(data["values"])
+        a, b = bounds["test"]
+        #: the test part as the rows of a table (a bundle's example input)
+        self.test_rows = {"time": data["time"][a:b], "values": data["values"][:, a:b]}
         for split, (a, b) in bounds.items():
             if b - a < hp.window:
                 continue
@@ -232,7 +235,7 @@ class SeriesDataModule(BaseDataModule):
     def setup_predict(self) -> None:
         hp = self.hparams
         self.check_predict_ready()
-        data = self._frame(hp.predict_path, "datamodule.predict_path")
+        data = self._frame(hp.predict_path, PREDICT)
         if data["columns"] != self.fitted_state["columns"]:
             raise DataError(
                 f"datamodule.predict_path: value columns {data['columns']}, trained on "
@@ -247,6 +250,31 @@ class SeriesDataModule(BaseDataModule):
             "time": data["time"],
         }
         self.predict_data = (self._windows(values, starts),)
+
+    # -- bundles ---------------------------------------------------------------------------
+    input_kind = "series"
+
+    def input_signature(self) -> dict[str, Any]:
+        hp = self.hparams
+        return {
+            "kind": self.input_kind,
+            "accepts": "the rows of one series (records), in time order",
+            "time_column": hp.time_column,
+            "value_columns": list(self.fitted_state["columns"]),
+            "window": hp.window,
+        }
+
+    def example_inputs(self, n: int) -> list[Any]:
+        """The test part's first rows (at least two windows where it has them)."""
+        hp = self.hparams
+        rows = min(len(self.test_rows["time"]), max(n, 2 * hp.window))
+        records = []
+        for i in range(rows):
+            record = {hp.time_column: self.test_rows["time"][i]} if hp.time_column else {}
+            for j, name in enumerate(self.fitted_state["columns"]):
+                record[name] = float(self.test_rows["values"][j, i])
+            records.append(record)
+        return records
 
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
         part = self.parts["predict"]

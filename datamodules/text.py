@@ -407,6 +407,36 @@ class TextDataModule(BaseDataModule):
     def collate(self, stage: str) -> Callable[[tuple[Tensor, ...]], Any] | None:
         return self._trim
 
+    # -- bundles ---------------------------------------------------------------------------
+    input_kind = "text"
+    variable_length_inputs = (0,)  # token ids, as long as the longest row
+
+    def input_signature(self) -> dict[str, Any]:
+        return {
+            "kind": self.input_kind,
+            "accepts": "strings (one document each)",
+            "max_length": self.fitted_state.get("max_length"),
+            "classes": list(self.class_names),
+        }
+
+    def example_inputs(self, n: int) -> list[Any]:
+        texts = self.texts.get("test") or self.texts.get("val") or []
+        return [str(t) for t in texts[:n]]
+
+    def predict_inputs(self, inputs: Any) -> None:
+        """Texts: a string or a list of strings (one document each)."""
+        if not self.fitted_state:
+            raise DataError("restore the datamodule from a checkpoint or a bundle first")
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(texts, (list, tuple)) or not texts:
+            raise DataError("expected a non-empty list of texts (strings)")
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise DataError(f"input {bad} is a {type(texts[bad]).__name__}, expected a string")
+        self.texts["predict"] = list(texts)
+        self.predict_files = None
+        self.predict_data = self.encode(self.texts["predict"])
+
     def predictions_frame(self, outputs: dict[str, Tensor]) -> pd.DataFrame:
         frame = class_predictions(outputs, self.class_names, self.class_names)
         if getattr(self, "predict_files", None):

@@ -17,6 +17,9 @@ FULL_ERROR_ENV = "LIGHTNING_TASKS_FULL_ERROR"
 USAGE = """\
 usage: python -m tasks +task=PRESET [group=option ...] [key=value ...]
        python -m tasks list [--problem TEXT] [--json]
+       python -m tasks export RUN_DIR_OR_CKPT [--out DIR] [--name NAME] [--version N] [--onnx]
+       python -m tasks serve BUNDLE [--host 127.0.0.1] [--port 8000] [--workers N]
+       python -m tasks doctor +task=PRESET [key=value ...] [--strict] [--out DIR]
        python -m tasks --version
 
 Train, test and save a preset's model; everything is a Hydra override, e.g.
@@ -288,6 +291,69 @@ def _refuse_previous_run_dir(overrides: list[str]) -> None:
         ensure_folder(run_dir, "hydra.run.dir")
 
 
+def _export_command(args: list[str]) -> None:
+    """``export RUN_DIR_OR_CKPT``: write a bundle and say where it is."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks export",
+        description="Export a trained run to a self-contained bundle folder (docs/deploy.md).",
+    )
+    parser.add_argument("source", help="a run folder, or a checkpoint in one")
+    parser.add_argument("--out", help="bundle folder (default: RUN_DIR/bundle)")
+    parser.add_argument("--name", help="model name of a versioned layout OUT/NAME/VERSION")
+    parser.add_argument("--version", type=int, help="version number (default: the next one)")
+    parser.add_argument("--onnx", action="store_true", help="add model.onnx (parity-checked)")
+    options = parser.parse_args(args)
+    from tasks.bundle import export_bundle
+
+    folder = export_bundle(options.source, options.out, options.onnx, options.name, options.version)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    print(f"bundle written to {folder}")
+    parity = (manifest.get("onnx") or {}).get("parity")
+    if parity:
+        worst = max(parity[k]["max_abs_diff"] for k in ("batched", "batch_size_1"))
+        print(f"ONNX: parity checked on {parity['rows']} test rows, max abs difference {worst:.2g}")
+    print(f"next: python -m tasks serve {folder}")
+
+
+def _serve_command(args: list[str]) -> None:
+    """``serve BUNDLE``: an HTTP server until interrupted."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks serve",
+        description="Serve a bundle over HTTP (POST /predict, /v1/models/NAME:predict).",
+    )
+    parser.add_argument("bundle", help="a bundle folder written by export")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="model copies (processes)")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching")
+    parser.add_argument("--batch-timeout", type=float, default=0.005, help="seconds to fill")
+    options = parser.parse_args(args)
+    from tasks.serve import serve
+
+    serve(
+        options.bundle,
+        options.host,
+        options.port,
+        options.workers,
+        options.max_batch_size,
+        options.batch_timeout,
+    )
+
+
+def _doctor_command(args: list[str]) -> None:
+    """``doctor +task=PRESET [overrides] [--strict] [--out DIR]``: inspect the data only."""
+    from tasks.doctor import main as doctor_main
+
+    sys.exit(doctor_main(args))
+
+
+SUBCOMMANDS = {"export": _export_command, "serve": _serve_command, "doctor": _doctor_command}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -307,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 sys.stdout.flush()
             except BrokenPipeError:  # `list | head`: the reader has what it wanted
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
+        if args[0] in SUBCOMMANDS:
+            SUBCOMMANDS[args[0]](args[1:])
             return
         if args[0] in ("--version", "-V", "version") and len(args) == 1:
             print(version_line())

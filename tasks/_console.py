@@ -113,6 +113,10 @@ def next_commands(
             path = predict_input or "NEW_DATA"
             args = [*base, "mode=predict", f"ckpt_path={best}", f"datamodule.predict_path={path}"]
             commands.append(("predict", _quoted(args)))
+    if best and summary.get("output_dir"):
+        commands.append(
+            ("export", _quoted(["python", "-m", "tasks", "export", summary["output_dir"]]))
+        )
     if last:
         epochs = int(summary.get("max_epochs") or summary.get("epochs") or 0)
         if summary.get("stopped_early") or not epochs:  # within the run's own epoch budget
@@ -153,7 +157,19 @@ def end_of_run(summary: dict[str, Any], commands: Sequence[tuple[str, str]] = ()
     predictions = summary.get("predictions")
     if predictions:
         lines.append(f"predictions: {predictions['path']} ({predictions['rows']} rows)")
-    lines.append(f"run folder: {summary.get('output_dir')}")
+    if summary.get("bundle"):
+        lines.append(f"bundle: {summary['bundle']}")
+        commands = [
+            *commands,
+            ("serve", _quoted(["python", "-m", "tasks", "serve", summary["bundle"]])),
+        ]
+    doctor = summary.get("doctor") or {}
+    if doctor.get("warnings"):
+        lines.append(f"data doctor: {doctor['summary']} ({doctor['path']})")
+    if summary.get("report"):
+        lines.append(f"report: {summary['report']}")
+    if summary.get("output_dir"):
+        lines.append(f"run folder: {summary.get('output_dir')}")
     width = max((len(label) for label, _ in commands), default=0)
     for label, command in commands:
         lines.append(f"{label + ':':<{width + 1}} {command}")

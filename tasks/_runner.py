@@ -36,7 +36,7 @@ from tasks.callbacks import ResumeState
 from tasks.errors import ConfigError, DataError, RunInterrupted, did_you_mean
 
 log = logging.getLogger(__name__)
-MODES = ("train", "test", "predict", "generate")
+MODES = ("train", "test", "predict", "generate", "export")
 
 
 def _container(node: Any) -> Any:
@@ -343,7 +343,7 @@ def _restore_datamodule_state(
 def _check_ckpt(cfg: DictConfig) -> str | None:
     ckpt = cfg.get("ckpt_path")
     if ckpt in (None, ""):
-        if cfg.mode in ("test", "predict", "generate"):
+        if cfg.mode in ("test", "predict", "generate", "export"):
             raise ConfigError(
                 f"mode={cfg.mode} needs a trained model: pass ckpt_path=PATH/TO/best.ckpt"
             )
@@ -532,6 +532,10 @@ def _fit(
             }
         )
         _write_json(output_dir / "summary.json", summary)
+        if trainer.is_global_zero:
+            from tasks.report import write_report
+
+            write_report(output_dir)  # the page says the run was interrupted
         raise RunInterrupted(signal_name, summary) from None
 
 
@@ -610,9 +614,22 @@ def _prepare(cfg: DictConfig, datamodule: L.LightningDataModule | None, console:
     if checkpoint is not None:  # preprocessing comes from the checkpoint, never refitted
         check_checkpoint_data(str(ckpt), checkpoint, datamodule)
         _restore_datamodule_state(datamodule, checkpoint)
+    findings = None
     if mode == "train":
         datamodule.prepare_data()
         datamodule.setup("fit")
+        if not other_rank():  # the data doctor's findings on the data as read: doctor.md/json
+            from tasks.doctor import diagnose_datamodule
+            from tasks.doctor import write as write_doctor
+
+            doctor = diagnose_datamodule(datamodule, cfg)
+            write_doctor(doctor, output_dir)
+            log.info("data doctor: %s (%s)", doctor.summary_line(), output_dir / "doctor.md")
+            findings = {
+                "summary": doctor.summary_line(),
+                "warnings": len(doctor.of("warning")),
+                "path": str(output_dir / "doctor.md"),
+            }
         task = build_task(cfg, datamodule.data_facts())
     else:
         task_cls = _registry.load("task", task_name)
@@ -621,8 +638,9 @@ def _prepare(cfg: DictConfig, datamodule: L.LightningDataModule | None, console:
     steps = 1
     if mode == "train":
         steps = fused.configure(task, trainer, datamodule, cfg.get("steps_per_execution", "auto"))
+    device = describe_device(trainer, steps)
     if trainer.is_global_zero:
-        log.info(describe_device(trainer, steps))
+        log.info(device)
     if trainer.world_size > 1:  # each process says it joined (instead of Lightning's line)
         log.info(
             "process %d of %d (node %d)",
@@ -633,7 +651,11 @@ def _prepare(cfg: DictConfig, datamodule: L.LightningDataModule | None, console:
     run = _Run(
         cfg, mode, task_name, dm_name, ckpt, output_dir, datamodule, task, trainer, console, started
     )
-    run.summary.update({"preset": _preset_name(cfg), "mode": mode, "status": "running"})
+    run.summary.update(
+        {"preset": _preset_name(cfg), "mode": mode, "status": "running", "device": device}
+    )
+    if findings is not None:
+        run.summary["doctor"] = findings
     return run
 
 
@@ -775,12 +797,45 @@ def _finish(run: _Run) -> dict[str, Any]:
         }
     )
     _write_json(run.output_dir / "summary.json", run.summary)
+    if run.trainer.is_global_zero:
+        from tasks.report import write_report
+
+        report = write_report(run.output_dir)  # reads the summary above; never fails the run
+        if report.is_file():
+            run.summary["report"] = str(report)
     return run.summary
+
+
+def _export(cfg: DictConfig) -> dict[str, Any]:
+    """``mode=export``: the bundle of ``ckpt_path`` (what ``python -m tasks export`` does)."""
+    from tasks.bundle import export_bundle
+
+    started = time.time()
+    ckpt = _check_ckpt(cfg)
+    options = _container(cfg.get("export") or {})
+    folder = export_bundle(
+        ckpt,
+        out=options.get("out"),
+        onnx=bool(options.get("onnx", False)),
+        name=options.get("name"),
+        version=options.get("version"),
+    )
+    log.info("bundle written to %s", folder)
+    return {
+        "preset": _preset_name(cfg),
+        "mode": "export",
+        "status": "finished",
+        "checkpoint": ckpt,
+        "bundle": str(folder),
+        "wall_time_s": round(time.time() - started, 2),
+    }
 
 
 def _execute(
     cfg: DictConfig, datamodule: L.LightningDataModule | None, console: bool = False
 ) -> dict[str, Any]:
+    if cfg.get("mode") == "export":
+        return _export(cfg)
     run = _prepare(cfg, datamodule, console)
     MODE_STEPS[run.mode](run)
     if run.trainer.is_global_zero:

@@ -114,7 +114,8 @@ class SeriesAnomalyDetection(BaseTask):
         :meth:`predict_outputs`, which this task does not use."""
         windows = batch[0] if isinstance(batch, (tuple, list)) else batch
         errors = self.step_errors(windows)
-        return {"error": errors, "threshold": self.threshold.expand(len(errors))}
+        # expand_as, not len(): an exported graph keeps its batch size free
+        return {"error": errors, "threshold": self.threshold.expand_as(errors[:, 0])}
 
     # -- per-step scores on validation and test -------------------------------------------
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from tasks.errors import UserError
 
-__all__ = ["check_api_declaration", "check_preset", "check_task"]
+__all__ = ["check_api_declaration", "check_bundle", "check_preset", "check_task"]
 
 
 def _tiny_trainer(root: Path) -> L.Trainer:
@@ -212,7 +212,31 @@ def check_task(
                 "a checkpoint's statistics must be kept, not recomputed from the data at hand, "
                 "or new data (mode=test, predict) is processed unlike the training data"
             )
+    report["bundle"] = check_bundle(task, datamodule, tmp_path)
     return report
+
+
+def check_bundle(
+    task: L.LightningModule, datamodule: L.LightningDataModule, tmp_path: Path, onnx: bool = False
+) -> dict[str, Any]:
+    """The bundle contract (docs/deploy.md): the task and its set-up datamodule export to a
+    bundle that loads from its files alone and predicts its example inputs as the live
+    objects did (``onnx``: also through the ONNX graph, parity-gated).
+
+    A datamodule that does not implement ``example_inputs`` cannot be bundled: reported as
+    ``{"supported": False}``, not failed (bundles are opt-in for plugins).
+    """
+    from tasks.bundle import load_bundle, write_bundle
+
+    base = next(c for c in reversed(type(datamodule).__mro__) if "example_inputs" in vars(c))
+    if type(datamodule).example_inputs is vars(base)["example_inputs"]:
+        return {"supported": False}
+    folder = write_bundle(task, datamodule, Path(tmp_path) / "bundle", onnx=onnx)
+    predictor = load_bundle(folder, backend="onnx" if onnx else "torch")  # replays examples
+    assert predictor.input_kind in ("record", "image", "text", "sequence", "series", "prompt"), (
+        f"{type(datamodule).__name__}.input_kind={predictor.input_kind!r} is not a known kind"
+    )
+    return {"supported": True, "folder": str(folder), "input_kind": predictor.input_kind}
 
 
 def _tensors(batch: Any) -> list[Tensor]:

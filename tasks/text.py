@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import pandas as pd
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
@@ -377,6 +379,42 @@ class CharLanguageModel(BaseTask):
             report["novel_share"] = novel_share(samples, datamodule.training_items)
         return report
 
+    #: What a bundle's ``predict`` takes per input beside a bare prefix string.
+    GENERATE_OPTIONS = ("prefix", "num_samples", "temperature", "top_k", "max_new_tokens", "seed")
+
+    def bundle_predict(self, inputs: Any, model: Any = None) -> pd.DataFrame:
+        """A bundle's predictions: samples for each input (a prefix string, or a record of
+        :attr:`GENERATE_OPTIONS`; one sample at temperature 1, seed 0 by default), one row
+        per sample: ``input``, ``prefix``, ``sample``.
+
+        Args:
+            inputs: A prefix, a record, or a list of them.
+            model: The next-character logits to sample from instead of the network (the
+                bundle's ONNX graph, called like the predict step); None: the network.
+        """
+        items = [inputs] if isinstance(inputs, (str, dict)) else inputs
+        if not isinstance(items, (list, tuple)) or not items:
+            raise DataError("expected a non-empty list of prefixes or records")
+        rows = []
+        for i, item in enumerate(items):
+            options = {"prefix": item} if isinstance(item, str) else item
+            if not isinstance(options, dict):
+                raise DataError(f"input {i} is a {type(item).__name__}: expected a prefix string")
+            unknown = sorted(set(options) - set(self.GENERATE_OPTIONS))
+            if unknown:
+                raise DataError(
+                    f"input {i}: unknown field(s) {unknown}; expected {list(self.GENERATE_OPTIONS)}"
+                )
+            options = {"num_samples": 1, **options}
+            with _sampling_from(self, model):
+                try:
+                    samples = self.generate(**options)
+                except (TypeError, ConfigError) as exc:
+                    raise DataError(f"input {i}: {exc}") from None
+            prefix = str(options.get("prefix", ""))
+            rows += [{"input": i, "prefix": prefix, "sample": sample} for sample in samples]
+        return pd.DataFrame(rows)
+
     def encode(self, text: str) -> list[int]:
         index = {c: i for i, c in enumerate(self.hparams.vocab)}
         return [index.get(c, self.UNKNOWN) for c in text]
@@ -427,6 +465,31 @@ class CharLanguageModel(BaseTask):
                 row = row[: row.index(self.BOUNDARY)] if self.BOUNDARY in row else row
             out.append(prefix + "".join(vocab[i] for i in row))
         return out
+
+
+class _GraphLogits(nn.Module):
+    """Next-character logits from a predict-step graph (``{"pred": logits}``)."""
+
+    def __init__(self, graph: Any) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.graph(idx)["pred"]
+
+
+@contextlib.contextmanager
+def _sampling_from(task: CharLanguageModel, graph: Any) -> Any:
+    """Sample from ``graph`` (e.g. an ONNX graph) instead of the task's network, if given."""
+    if graph is None:
+        yield
+        return
+    network = task.model
+    task.model = _GraphLogits(graph)
+    try:
+        yield
+    finally:
+        task.model = network
 
 
 def novel_share(samples: Sequence[str], training: Sequence[str] | set[str]) -> float:

@@ -186,3 +186,29 @@ def test_example_plugin_wheel_adds_its_presets_and_uninstalls_cleanly(installed)
     gone = run_cli("+task=quantile_synthetic", python=python, cwd=elsewhere)
     assert gone.returncode == 2
     assert "unknown preset 'quantile_synthetic'" in gone.stderr
+
+
+@pytest.mark.slow
+def test_a_bundle_loads_in_the_wheel_venv_from_its_folder_alone(installed, tmp_path):
+    """Exported here, copied elsewhere, the run folder deleted: the installed wheel loads
+    it (replaying its examples) and predicts what it predicted here."""
+    import shutil
+
+    from tasks.api import run
+    from tasks.bundle import compare_records, export_bundle
+
+    run_dir = tmp_path / "run"
+    run("iris_mlp", ["debug=tiny", f"output_dir={run_dir}"])
+    bundle = export_bundle(run_dir, tmp_path / "bundle")
+    moved = installed["cwd"] / "iris_bundle"
+    shutil.copytree(bundle, moved)
+    shutil.rmtree(run_dir)
+    code = (
+        "import json, sys; from tasks.bundle import load_bundle; "
+        "model = load_bundle(sys.argv[1]); "
+        "rows = json.load(open(sys.argv[1] + '/example_input.json')); "
+        "print(json.dumps(model.predict_records(rows)))"
+    )
+    result = _run(installed["python"], "-c", code, str(moved), cwd=installed["cwd"])
+    expected = json.loads((moved / "expected_output.json").read_text())
+    compare_records(json.loads(result.stdout.strip().splitlines()[-1]), expected, "wheel venv")

@@ -37,7 +37,7 @@ class _Forecaster(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.encode(x)).view(len(x), self.horizon, self.targets)
+        return self.head(self.encode(x)).view(x.shape[0], self.horizon, self.targets)
 
 
 class RecurrentForecaster(_Forecaster):

@@ -62,7 +62,7 @@ class EmbeddingLSTM(_EmbeddingRNN):
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         out, _ = self.rnn(self.embedding(ids))
         last = (lengths - 1).clamp(min=0).to(out.device)
-        return self.head(out[torch.arange(len(ids), device=out.device), last])
+        return self.head(out[torch.arange(ids.shape[0], device=out.device), last])
 
 
 class BiGRU(_EmbeddingRNN):
@@ -83,11 +83,46 @@ class BiGRU(_EmbeddingRNN):
         )
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+            return self._padded_forward(ids, lengths)
         packed = pack_padded_sequence(
             self.embedding(ids), lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False
         )
         _, h = self.rnn(packed)  # (layers * 2, N, hidden), in the input order
         return self.head(torch.cat([h[-2], h[-1]], dim=1))
+
+    def _directions(self) -> list[tuple[nn.GRU, nn.GRU]]:
+        """Each layer's forward and backward weights as two one-way GRUs (not registered:
+        they share the tensors of ``self.rnn``, which alone is saved)."""
+        rnn, layers = self.rnn, []
+        for k in range(rnn.num_layers):
+            pair = []
+            for suffix in ("", "_reverse"):
+                inputs = rnn.input_size if k == 0 else 2 * rnn.hidden_size
+                one = nn.GRU(inputs, rnn.hidden_size, 1, batch_first=True)
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    setattr(one, f"{name}_l0", getattr(rnn, f"{name}_l{k}{suffix}"))
+                pair.append(one)
+            layers.append(tuple(pair))
+        return layers
+
+    def _padded_forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """The packed forward's result without packing (which ONNX cannot hold): the
+        backward direction reads each row's tokens reversed in place, so padding comes
+        after them in both directions and never reaches a state that is read."""
+        x = self.embedding(ids)
+        lengths = lengths.clamp(min=1).to(ids.device)
+        steps = torch.arange(ids.shape[1], device=ids.device)
+        flip = (lengths[:, None] - 1 - steps[None, :]).clamp(min=0)  # (N, T)
+        rows = torch.arange(ids.shape[0], device=ids.device)  # not len(): free batch size
+        for forward_gru, backward_gru in self._directions():
+            ahead, _ = forward_gru(x)
+            reversed_in = x.gather(1, flip[..., None].expand(-1, -1, x.shape[2]))
+            behind, _ = backward_gru(reversed_in)
+            back = behind.gather(1, flip[..., None].expand(-1, -1, behind.shape[2]))
+            x = torch.cat([ahead, back], dim=2)
+        last = lengths - 1
+        return self.head(torch.cat([ahead[rows, last], behind[rows, last]], dim=1))
 
 
 class TfidfMLP(nn.Module):
@@ -108,7 +143,7 @@ class TfidfMLP(nn.Module):
         self.mlp = MLP(vocab_size, num_classes, hidden_sizes, dropout=dropout)
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
-        counts = torch.zeros(len(ids), self.vocab_size, device=ids.device)
+        counts = ids.new_zeros((ids.shape[0], self.vocab_size), dtype=torch.float32)
         counts.scatter_add_(1, ids, (ids > 0).float())  # padding (id 0) counts nothing
         tfidf = nn.functional.normalize(counts * self.idf, dim=1)
         return self.mlp(tfidf)
