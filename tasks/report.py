@@ -308,7 +308,7 @@ def _device(folder: Path, summary: dict[str, Any], config: dict[str, Any]) -> st
     """What the run computed on: the summary's ``device``, the runner's ``device:`` line in
     ``tasks.log``, or else the trainer settings of ``config.yaml``."""
     if summary.get("device"):
-        return str(summary["device"])
+        return str(summary["device"]).removeprefix("device: ")
     text, _ = _read_text(folder / "tasks.log")
     for line in (text or "").splitlines():
         _, sep, message = line.partition("[tasks._runner][INFO] - device: ")
