@@ -60,3 +60,24 @@ def test_epoch_timer_counts_the_work_between_epochs(monkeypatch):
     callback.on_train_epoch_start(None, None)
     callback.on_train_end(None, None)
     assert timer.times == [1.5, 2.5]
+
+
+def test_real_data_benchmark_puts_the_preset_beside_its_peers(tmp_path):
+    """One bundled scikit-learn table, one seed, one epoch: the preset and both peers are
+    scored on the library's own test rows and land in the table."""
+    spec = importlib.util.spec_from_file_location("real_data", ROOT / "benchmarks" / "real_data.py")
+    real_data = importlib.util.module_from_spec(spec)
+    sys.modules["real_data"] = real_data  # its dataclasses look their module up by name
+    spec.loader.exec_module(real_data)
+    out, table = tmp_path / "real.json", tmp_path / "real.md"
+    args = ["--only", "wine", "--quick", "--epochs", "1", "--cache", str(tmp_path / "cache")]
+    real_data.main([*args, "--json", str(out), "--markdown", str(table)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["dataset"] == "wine" and row["seeds"] == 1 and row["metric"] == "acc"
+    assert 0.0 <= row["preset_mean"] <= 1.0
+    (run,) = json.loads(out.read_text())["runs"]
+    peers = {"linear", "hgb"} if run["peer_source"] == "script" else set(run["peers"])
+    assert peers and peers <= set(row["peers"]) and row["verdict"] in {"ahead", "on par", "behind"}
+    header = table.read_text().splitlines()[0]
+    assert "| preset |" in header and all(f"| {name} |" in header for name in peers)
+    assert "| wine |" in table.read_text()
