@@ -49,14 +49,28 @@ def _make_bundles(folder: Path) -> list[Path]:
     images = write_image_folder(folder / "images", per_class=40, size=28)
     bundles = []
     for name, overrides in (
-        ("tabular", ["+task=tabular_classification", f"datamodule.path={folder / 'table.csv'}",
-                     "datamodule.target=label"]),
+        (
+            "tabular",
+            [
+                "+task=tabular_classification",
+                f"datamodule.path={folder / 'table.csv'}",
+                "datamodule.target=label",
+            ],
+        ),
         ("image", ["+task=image_folder", f"datamodule.path={images}"]),
     ):
         preset = overrides[0].split("=", 1)[1]
         run_dir = folder / f"run_{name}"
-        run(preset, [*overrides[1:], "trainer.max_epochs=3", "logger=none",
-                     "trainer.enable_progress_bar=false", f"output_dir={run_dir}"])
+        run(
+            preset,
+            [
+                *overrides[1:],
+                "trainer.max_epochs=3",
+                "logger=none",
+                "trainer.enable_progress_bar=false",
+                f"output_dir={run_dir}",
+            ],
+        )
         bundles.append(export_bundle(run_dir, folder / f"bundle_{name}", onnx=True))
     return bundles
 

@@ -3,7 +3,8 @@
 Endpoints:
 
 - ``POST /predict``: ``{"inputs": [...]}`` (or a bare JSON list) -> ``{"predictions": [...]}``
-  plus ``"warnings"`` when the inputs needed a fallback (e.g. an unseen category);
+  plus ``"warnings"`` when the inputs needed a fallback (e.g. an unseen category); images
+  also as a multipart upload (``curl -F file=@cat.png``), one file per part;
 - ``POST /v1/models/NAME:predict``: TensorFlow Serving's REST form, ``{"instances": [...]}``
   -> ``{"predictions": [...]}``;
 - ``GET /health`` (``ok`` once every worker loaded the bundle) and ``GET /info`` (the
@@ -106,6 +107,15 @@ def request_inputs(payload: Any, field: str, kind: str) -> list[Any]:
     Raises:
         BadRequest: anything else, with what was expected.
     """
+    if hasattr(payload, "multi_items"):  # multipart/form-data: uploaded files and fields
+        if kind != "image":
+            raise BadRequest(
+                415, f"multipart uploads are for images; send JSON {{{field!r}: [...]}}"
+            )
+        payload = [
+            value.file.read() if hasattr(value, "file") else value
+            for _, value in payload.multi_items()
+        ]
     if isinstance(payload, dict):
         if field not in payload:
             others = sorted(payload)[:5]
@@ -255,4 +265,24 @@ def serve(
         f"/v1/models/{server.bundle_name}:predict (health: /health, signature: /info)",
         flush=True,
     )
-    server.run(host=host, port=port, generate_client_file=False, log_level="warning")
+    import multiprocessing
+    import signal
+    import threading
+
+    def stop(signum: int, frame: Any) -> None:
+        """SIGTERM (Docker, Kubernetes, kill): LitServe alone would leave its workers running.
+        Once serving, set its shutdown event (from a thread: the main thread is blocked on
+        that event's manager connection); while starting, stop as Ctrl-C would."""
+        event = getattr(server, "_shutdown_event", None)
+        if event is None:
+            raise KeyboardInterrupt
+        threading.Thread(target=event.set, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run(host=host, port=port, generate_client_file=False, log_level="warning")
+    except KeyboardInterrupt:
+        pass  # a stop: not an error
+    finally:
+        for child in multiprocessing.active_children():  # no worker outlives the server
+            child.terminate()

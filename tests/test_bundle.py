@@ -279,3 +279,34 @@ def test_bad_inputs_are_one_line_data_errors(bundles):
     lm = load_bundle(bundles["names_lstm"])
     with pytest.raises(DataError, match="unknown field"):
         lm.predict([{"prefix": "a", "colour": "red"}])
+
+
+@pytest.mark.slow
+def test_a_table_bundle_predicts_a_csv_file_as_mode_predict_reads_it(bundles, tmp_path):
+    predictor = load_bundle(bundles["iris_mlp"])
+    rows, expected = _examples(bundles["iris_mlp"])
+    file = tmp_path / "rows.csv"
+    pd.DataFrame(rows).to_csv(file, index=False)
+    compare_records(predictor.predict_records(str(file)), expected, "a CSV path")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_bundle_is_served_as_the_predictor_answers(preset, bundles):
+    """A real server per built-in task on 127.0.0.1: its answer to the bundle's examples is
+    the predictor's, within the bundle's tolerance."""
+    pytest.importorskip("litserve")
+    import requests
+    from test_serve import Server
+
+    folder = bundles[preset]
+    examples, expected = _examples(folder)
+    server = Server(folder)
+    try:
+        reply = server.post("/predict", {"inputs": examples})
+        assert reply.status_code == 200, reply.text
+        compare_records(reply.json()["predictions"], expected, f"server ({preset})")
+        info = requests.get(server.url + "/info", timeout=10).json()["model"]
+        assert info["signature"]["inputs"]["kind"] == read_manifest(folder)["input_kind"]
+    finally:
+        server.stop()

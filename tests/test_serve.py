@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,19 +39,29 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tasks", "serve", str(bundle), "--port", str(self.port), *options],
+            [
+                sys.executable,
+                "-m",
+                "tasks",
+                "serve",
+                str(bundle),
+                "--port",
+                str(self.port),
+                *options,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group: stop() ends the workers too
         )
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"the server exited: {self.process.stdout.read()}")
             try:
-                if requests.get(self.url + "/health", timeout=2).text == "ok":
+                if requests.get(self.url + "/health", timeout=10).text == "ok":
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy starting
                 pass
             time.sleep(0.5)
         self.stop()
@@ -58,11 +71,13 @@ class Server:
         return requests.post(self.url + path, json=body, timeout=60, **options)
 
     def stop(self) -> None:
+        """SIGTERM, as a scheduler sends it: the server and its workers must all end."""
         self.process.terminate()
         try:
             self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of the group
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +135,7 @@ def test_both_endpoints_answer_as_the_predictor_does(table_bundle, table_server)
     assert info["training_metrics"]["metrics"]
 
 
-def test_eight_threads_of_fifty_requests_are_all_answered_and_identical(
-    table_bundle, table_server
-):
+def test_eight_threads_of_fifty_requests_are_all_answered_and_identical(table_bundle, table_server):
     examples = _examples(table_bundle)
     local = load_bundle(table_bundle).predict_records(examples)
     answers: dict[tuple[int, int], object] = {}
@@ -151,7 +164,7 @@ BAD_REQUESTS = [
     ("{not json", 400, "not valid JSON"),
     ("[]", 400, "empty list"),
     ('{"inputs": []}', 400, "empty list"),
-    ('{"rows": [{"a": 1}]}', 400, "expected {\"inputs\": [...]}"),
+    ('{"rows": [{"a": 1}]}', 400, 'expected {"inputs": [...]}'),
     ('{"inputs": [{"a": 1}], "extra": 2}', 400, "unknown field(s) ['extra']"),
     ('{"inputs": 5}', 400, "must be a list"),
     ('{"inputs": [1, 2]}', 422, "expected a record"),
@@ -240,3 +253,40 @@ def test_a_bundle_that_fails_its_self_check_never_starts_serving(table_bundle, t
     )
     assert result.returncode == 2
     assert "bundle self-check" in result.stderr
+
+
+def test_images_can_be_uploaded_as_multipart_files(image_bundle, tmp_path):
+    server = Server(image_bundle)
+    try:
+        examples = _examples(image_bundle)
+        local = load_bundle(image_bundle).predict_records(examples[:2])
+        files = []
+        for i, encoded in enumerate(examples[:2]):
+            path = tmp_path / f"{i}.png"
+            path.write_bytes(base64.b64decode(encoded))
+            files.append(("file", (path.name, path.read_bytes(), "image/png")))
+        reply = requests.post(server.url + "/predict", files=files, timeout=60)
+        assert reply.status_code == 200, reply.text
+        compare_records(reply.json()["predictions"], local, "multipart upload")
+        bad = [("file", ("x.png", b"not an image", "image/png"))]
+        reply = requests.post(server.url + "/predict", files=bad, timeout=60)
+        assert reply.status_code == 422 and "could not be read" in reply.json()["error"]
+    finally:
+        server.stop()
+
+
+def test_sigterm_ends_the_server_and_its_workers(table_bundle):
+    server = Server(table_bundle)
+    group = os.getpgid(server.process.pid)
+    server.process.terminate()
+    assert server.process.wait(timeout=60) == 0
+    deadline = time.time() + 30
+    while time.time() < deadline:  # the workers leave with it
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(group, signal.SIGKILL)
+        raise AssertionError("worker processes outlived the server's SIGTERM")
