@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
+from collections import deque
 from typing import Any
+from weakref import proxy
 
 import lightning as L
-from lightning.pytorch.callbacks import ProgressBar, RichModelSummary, RichProgressBar
+from lightning.pytorch.callbacks import (
+    ModelCheckpoint,
+    ProgressBar,
+    RichModelSummary,
+    RichProgressBar,
+)
 from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
 from rich.progress import ProgressColumn
 from rich.text import Text
-from torch import nn
+from torch import Tensor, nn
 
 from tasks.batches import batch_count, batch_rows
+from tasks.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class CompileModel(L.Callback):
@@ -344,3 +356,218 @@ class ResumeState(L.Callback):
             self._restore(
                 ranks[trainer.global_rank] if trainer.global_rank < len(ranks) else ranks[0]
             )
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a checkpoint (nested dicts, lists and tuples)."""
+    if isinstance(value, Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def _copied(value: Any) -> Any:
+    """A checkpoint that training no longer changes: its tensors copied to the CPU, its
+    containers copied (a callback's state can be one of its live dicts)."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        copied = copy.copy(value)  # the same type (OrderedDict, AttributeDict, ...)
+        for key, item in value.items():
+            copied[key] = _copied(item)
+        return copied
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    if isinstance(value, tuple):
+        items = [_copied(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    return value
+
+
+class TimedModelCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` (the same best epoch, file names and file contents)
+    writing on a clock instead of at every epoch.
+
+    At each epoch end the checkpoints Lightning would write (``best.ckpt`` when the monitored
+    score improves, ``last.ckpt``) are taken as CPU copies and kept in memory; they are
+    written when ``write_interval`` seconds have passed since the last write (sooner while a
+    write costs under ``max_overhead`` of the training time since the last one), when
+    fitting ends, and when it stops on an exception (SIGTERM, Ctrl-C, an error). A run killed
+    without warning (SIGKILL, a lost machine) loses at most ``write_interval`` seconds of
+    training, or the epoch in progress when an epoch is longer: checkpoints are taken at epoch
+    ends only, since a run resumed from the middle of an epoch would not train as the
+    uninterrupted one.
+
+    Args:
+        write_interval: Most seconds between two writes (at epoch ends).
+        max_overhead: Write sooner while the last write took at most this fraction of the
+            training time since it (0: on the clock only).
+        memory_limit_mb: A checkpoint with more tensor bytes than this is not copied into
+            memory (for a large model a copy costs more memory than a write costs time):
+            ``best.ckpt`` is written when the score improves, ``last.ckpt`` when due and at
+            the last epoch.
+        **kwargs: ``ModelCheckpoint``'s arguments, except ``every_n_train_steps`` and
+            ``train_time_interval`` (checkpoints in the middle of an epoch).
+
+    Raises:
+        ConfigError: a setting out of range, or one that checkpoints mid-epoch.
+    """
+
+    def __init__(
+        self,
+        write_interval: float = 60.0,
+        max_overhead: float = 0.05,
+        memory_limit_mb: float = 200.0,
+        **kwargs: Any,
+    ) -> None:
+        for name in ("every_n_train_steps", "train_time_interval"):
+            if kwargs.get(name):
+                raise ConfigError(
+                    f"callbacks.model_checkpoint.{name}: checkpoints are taken at epoch ends "
+                    "and written on a clock; set callbacks.model_checkpoint.write_interval "
+                    "(seconds) instead"
+                )
+        if not write_interval >= 0:
+            raise ConfigError(
+                f"callbacks.model_checkpoint.write_interval={write_interval}: seconds, 0 or "
+                "more (0 writes at every epoch end)"
+            )
+        if not 0 <= max_overhead < 1:
+            raise ConfigError(
+                f"callbacks.model_checkpoint.max_overhead={max_overhead}: a fraction of the "
+                "training time from 0 (write on the clock only) to below 1, e.g. 0.05"
+            )
+        super().__init__(**kwargs)
+        self.write_interval = float(write_interval)
+        self.max_overhead = float(max_overhead)
+        self.memory_limit_mb = float(memory_limit_mb)
+        self._pending: dict[str, dict[str, Any]] = {}  # path -> checkpoint, written in order
+        self._saving_last = False
+        self._written_at = time.monotonic()
+        # how long the last writes took; the fastest of them is what a write costs (a first,
+        # cold write or one slowed by a busy disk does not stall the next ones)
+        self._write_times: deque[float] = deque(maxlen=3)
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: runs checkpointed before this class resume into it
+        key = super().state_key
+        return ModelCheckpoint.__qualname__ + key.removeprefix(type(self).__qualname__)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._pending.clear()
+        self._written_at = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._take_last(trainer, at_train_epoch_end=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._take_last(trainer, at_train_epoch_end=False)
+
+    def _take_last(self, trainer: L.Trainer, at_train_epoch_end: bool) -> None:
+        """``last.ckpt`` of every epoch: Lightning 2.6 takes it only at epochs that also
+        took ``best.ckpt``, so without this a run that stops improving would resume from
+        its best epoch, however long it trained after it."""
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)  # taken at this step already
+            and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._flush(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        try:  # the checkpoints of the last epoch end, for a resume
+            self._flush(trainer)
+        except Exception as exc:  # the run's own exception is the one to see
+            log.warning("the checkpoints kept in memory could not be written: %s", exc)
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        self._saving_last = True
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self._saving_last = False
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        self._pending.pop(filepath, None)
+        super()._remove_checkpoint(trainer, filepath)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        """Keep the checkpoint Lightning writes here in memory (or write it, see the class
+        docstring); ``last.ckpt`` also writes what is kept when a write is due."""
+        last = self._saving_last
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        if self._may_hold(trainer) and _tensor_bytes(checkpoint) <= self.memory_limit_mb * 2**20:
+            self._pending.pop(filepath, None)  # re-inserted: last.ckpt after best.ckpt
+            self._pending[filepath] = _copied(checkpoint)
+            if (last or not self.save_last) and self._due(trainer):
+                self._flush(trainer)
+        elif not last or self._due(trainer):
+            # too large to copy (or held by several processes): written now, as Lightning
+            # does; best.ckpt whenever the score improves
+            started = time.perf_counter()
+            self._write(trainer, filepath, checkpoint)
+            trainer.strategy.barrier("TimedModelCheckpoint._save_checkpoint")
+            if last:
+                self._wrote(time.perf_counter() - started)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+    @staticmethod
+    def _may_hold(trainer: L.Trainer) -> bool:
+        """One process, or data parallel with a whole model in every process (sharded
+        strategies save their shards collectively)."""
+        from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+        strategy = trainer.strategy
+        return isinstance(strategy, SingleDeviceStrategy) or type(strategy) is DDPStrategy
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        """A write is due: the interval is over, a write is cheap for the time trained since
+        the last one, or this is the last epoch (the same answer in every process)."""
+        elapsed = time.monotonic() - self._written_at
+        due = elapsed >= self.write_interval or (
+            self.max_overhead > 0
+            and min(self._write_times, default=0.0) <= self.max_overhead * elapsed
+        )
+        max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
+        due = due or bool(
+            trainer.should_stop
+            or (max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs)
+            or (trainer.max_steps >= 0 and trainer.global_step >= trainer.max_steps)
+        )
+        return bool(trainer.strategy.broadcast(due, src=0))
+
+    def _write(self, trainer: L.Trainer, filepath: str, checkpoint: dict[str, Any]) -> None:
+        trainer.strategy.save_checkpoint(checkpoint, filepath)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def _wrote(self, seconds: float) -> None:
+        self._write_times.append(seconds)
+        self._written_at = time.monotonic()
+
+    def _flush(self, trainer: L.Trainer) -> None:
+        """Write the checkpoints kept in memory, best.ckpt before last.ckpt (a last.ckpt on
+        disk never names a best score whose best.ckpt is not written yet)."""
+        if not self._pending:
+            return
+        started = time.perf_counter()
+        pending, self._pending = self._pending, {}
+        for filepath, checkpoint in pending.items():
+            self._write(trainer, filepath, checkpoint)
+        self._wrote(time.perf_counter() - started)

@@ -1,0 +1,238 @@
+"""Checkpoints written on a clock (``tasks.callbacks.TimedModelCheckpoint``): not two files
+per epoch, ``best.ckpt`` still exactly the best epoch, and a run killed or stopped still
+leaves a ``last.ckpt`` to resume from."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT
+
+from tasks import _checkpoint_io
+from tasks._runner import build_datamodule
+from tasks.api import compose, run
+from tasks.callbacks import TimedModelCheckpoint
+from tasks.errors import ConfigError
+from tasks.tabular import TabularClassification
+
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+CLOCK_ONLY = [  # nothing written before the end unless an hour passes
+    "callbacks.model_checkpoint.write_interval=3600",
+    "callbacks.model_checkpoint.max_overhead=0",
+]
+
+
+@pytest.fixture
+def writes(monkeypatch) -> list[tuple[str, int]]:
+    """(file name, epoch) of every checkpoint the run writes."""
+    written: list[tuple[str, int]] = []
+    save = _checkpoint_io.AtomicCheckpointIO.save_checkpoint
+
+    def spy(self, checkpoint, path, storage_options=None):
+        written.append((Path(path).name, int(checkpoint["epoch"])))
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(_checkpoint_io.AtomicCheckpointIO, "save_checkpoint", spy)
+    return written
+
+
+def test_many_short_epochs_write_each_checkpoint_once_and_best_is_the_best_epoch(tmp_path, writes):
+    epochs = 10
+    cfg = compose(
+        "iris_mlp",
+        [
+            f"trainer.max_epochs={epochs}",
+            "task.lr=0.3",  # so large that the score jumps about: the best epoch is not the last
+            "callbacks.early_stopping=null",
+            *CLOCK_ONLY,
+            *QUIET,
+            f"output_dir={tmp_path}",
+        ],
+    )
+    summary = run(cfg)
+    # written when fitting ended, once each (one file a epoch or two before)
+    history = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["val/loss"])
+    history = history.set_index("epoch")["val/loss"]
+    best = int(history.idxmin())  # the first of equal scores
+    assert best < epochs - 1, "the last epoch is the best: the test would not tell them apart"
+    assert sorted(writes) == [("best.ckpt", best), ("last.ckpt", epochs - 1)]
+
+    checkpoint = torch.load(tmp_path / "checkpoints/best.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == best
+    assert summary["best_epoch"] == best + 1
+    assert summary["best_score"]["value"] == pytest.approx(history[best], rel=1e-6)
+    # the weights in best.ckpt score the best epoch's validation loss again
+    task = TabularClassification.load_from_checkpoint(tmp_path / "checkpoints/best.ckpt")
+    datamodule = build_datamodule(cfg)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    (scores,) = trainer.validate(task, datamodule=datamodule, verbose=False)
+    assert scores["val/loss"] == pytest.approx(history[best], rel=1e-5)
+    last = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
+    assert last["epoch"] == epochs - 1
+    assert any(
+        not torch.equal(last["state_dict"][k], v) for k, v in checkpoint["state_dict"].items()
+    )
+
+
+def _trainer(**changes) -> SimpleNamespace:
+    values = {
+        "should_stop": False,
+        "max_epochs": 100,
+        "current_epoch": 3,
+        "max_steps": -1,
+        "global_step": 40,
+        "strategy": SimpleNamespace(broadcast=lambda value, src=0: value),
+    }
+    return SimpleNamespace(**{**values, **changes})
+
+
+def _clock(callback: TimedModelCheckpoint, since_write: float, write_took: float) -> None:
+    callback._written_at = time.monotonic() - since_write
+    callback._write_times.clear()
+    callback._write_times.append(write_took)
+
+
+def test_a_write_is_due_after_the_interval_while_cheap_or_at_the_last_epoch():
+    callback = TimedModelCheckpoint(write_interval=60, max_overhead=0.05)
+    _clock(callback, since_write=61, write_took=10.0)
+    assert callback._due(_trainer())  # the interval is over, whatever a write costs
+    _clock(callback, since_write=10, write_took=0.4)
+    assert callback._due(_trainer())  # 0.4 s in 10 s: under 5 %
+    _clock(callback, since_write=10, write_took=0.6)
+    assert not callback._due(_trainer())  # 6 %: wait
+    assert callback._due(_trainer(current_epoch=99))  # the last epoch of max_epochs
+    assert callback._due(_trainer(should_stop=True))  # early stopping ends the run
+    assert callback._due(_trainer(max_steps=40))
+    _clock(callback, since_write=10, write_took=0.4)
+    callback._write_times.extend([9.0, 9.0])  # one cheap write among slow ones: still cheap
+    assert callback._due(_trainer())
+    callback._write_times.append(9.0)  # three slow ones in a row: wait for the interval
+    assert not callback._due(_trainer())
+    clock_only = TimedModelCheckpoint(write_interval=60, max_overhead=0)
+    _clock(clock_only, since_write=59, write_took=0.0)
+    assert not clock_only._due(_trainer())
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"write_interval": -1}, {"max_overhead": 1.5}, {"train_time_interval": 10}],
+)
+def test_settings_out_of_range_or_checkpointing_mid_epoch_are_config_errors(setting):
+    with pytest.raises(ConfigError, match=f"callbacks.model_checkpoint.{next(iter(setting))}"):
+        TimedModelCheckpoint(**setting)
+
+
+def test_runs_checkpointed_by_lightnings_callback_resume_into_this_one():
+    ours = TimedModelCheckpoint(monitor="val/loss", mode="min")
+    theirs = L.pytorch.callbacks.ModelCheckpoint(monitor="val/loss", mode="min")
+    assert ours.state_key == theirs.state_key
+
+
+# -- killed and stopped runs (subprocesses) ----------------------------------------------
+RUN = [
+    sys.executable,
+    "-m",
+    "tasks",
+    "+task=breast_cancer_mlp",
+    "trainer.max_epochs=8",
+    "+callbacks.slow._target_=slow_epochs.SlowEpochs",
+    "callbacks.model_checkpoint.max_overhead=0",
+]
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def _epoch(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # not there yet (written whole: AtomicCheckpointIO)
+        return -1
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_the_interval_resumes_from_its_last_checkpoint(tmp_path):
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*RUN, "callbacks.model_checkpoint.write_interval=1", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 600
+    try:
+        while _epoch(last) < 1:  # written on the clock (not only at the first epoch)
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    saved = _epoch(last)
+    assert 1 <= saved < 7  # killed in the middle of training
+    resumed = subprocess.run(
+        [*RUN, f"ckpt_path={last}", "hydra.run.dir=resumed"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs"] == 8
+    history = pd.read_csv(tmp_path / "resumed" / "metrics.csv")
+    assert sorted(history.dropna(subset=["val/loss"])["epoch"].unique()) == list(range(8))
+
+
+@pytest.mark.slow
+def test_sigterm_writes_the_checkpoints_kept_in_memory(tmp_path):
+    """Nothing is due on the clock: the checkpoints on disk after SIGTERM are the ones the
+    signal wrote, with a non-zero exit and a summary marked interrupted."""
+    run_dir = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [*RUN, *CLOCK_ONLY, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # one plain line per epoch in a pipe
+            if "epoch 2/8" in line:
+                break
+        else:
+            pytest.fail("the run ended before it could be stopped")
+        assert not (run_dir / "checkpoints" / "last.ckpt").exists()  # not written yet
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=300)[0]
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert process.returncode == 143, output[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
+    assert Path(summary["last_checkpoint"]) == run_dir / "checkpoints" / "last.ckpt"
+    assert 1 <= _epoch(run_dir / "checkpoints" / "last.ckpt") < 7
+    assert Path(summary["best_checkpoint"]).is_file()
