@@ -51,12 +51,50 @@ def load_word_vectors(
     return vectors, found
 
 
+#: ``network=auto``: training texts from which a sequence network replaces bag of words.
+AUTO_THRESHOLD = 100_000
+#: The networks ``network=auto`` may choose for large data.
+SEQUENCE_NETWORKS = ("lstm", "gru")
+
+
+def choose_text_network(
+    train_texts: int,
+    threshold: int = AUTO_THRESHOLD,
+    sequence_network: str = "gru",
+    embeddings: bool = False,
+) -> str:
+    """The network ``network=auto`` uses: ``bow`` (TF-IDF MLP) below ``threshold``
+    training texts, ``sequence_network`` from there on or with pretrained word vectors
+    (``embeddings``), which only an embedding network can use.
+
+    Below about a hundred thousand training texts, bag-of-words models match or beat
+    recurrent networks trained from scratch (measured in docs/text.md), at a fraction of
+    the cost; above it a sequence network has the data to learn word order.
+
+    Args:
+        train_texts: Texts in the training split.
+        threshold: Training texts from which ``sequence_network`` is chosen.
+        sequence_network: ``lstm`` or ``gru``.
+        embeddings: Whether pretrained word vectors are loaded.
+    """
+    if sequence_network not in SEQUENCE_NETWORKS:
+        raise ConfigError(
+            f"task.sequence_network={sequence_network!r}; expected one of {SEQUENCE_NETWORKS}"
+        )
+    if threshold < 0:
+        raise ConfigError(f"task.auto_threshold must be >= 0, got {threshold}")
+    return sequence_network if embeddings or train_texts >= threshold else "bow"
+
+
 class TextClassification(ClassificationOutputs, BaseTask):
     """Binary or multiclass classification of texts from token ids.
 
     Networks (``network``): ``lstm`` (the reference Embedding(16) -> LSTM(32) -> dense),
-    ``gru`` (bidirectional GRU over packed sequences) and ``bow`` (TF-IDF bag of words ->
-    MLP ``hidden_sizes``; ``[]`` is logistic regression). Pretrained word vectors for the
+    ``gru`` (bidirectional GRU over packed sequences), ``bow`` (TF-IDF bag of words ->
+    MLP ``hidden_sizes``; ``[]`` is logistic regression) and ``auto``: ``bow`` below
+    ``auto_threshold`` training texts (the sum of ``class_counts``), ``sequence_network``
+    from there on or when ``embeddings_path`` is set (:func:`choose_text_network`; the
+    hyperparameters keep the network chosen). Pretrained word vectors for the
     embedding networks come from a local GloVe/word2vec text file (``embeddings_path``),
     fine-tuned or frozen (``freeze_embeddings``); words it lacks keep their random start.
 
@@ -67,7 +105,10 @@ class TextClassification(ClassificationOutputs, BaseTask):
         num_tokens: Entries of the vocabulary (set from the datamodule).
         num_classes: Number of classes (set from the datamodule).
         class_counts: Training texts per class (set from the datamodule).
-        network: ``lstm``, ``gru`` or ``bow``.
+        network: ``lstm``, ``gru``, ``bow`` or ``auto``.
+        auto_threshold: ``network=auto``: training texts from which ``sequence_network``
+            is used instead of ``bow``.
+        sequence_network: ``network=auto``: the network for large data, ``lstm`` or ``gru``.
         embedding_dim: Width of the token embeddings (``lstm``, ``gru``).
         hidden_size: Recurrent units (``lstm``, ``gru``).
         num_layers: Recurrent layers (``lstm``, ``gru``).
@@ -87,6 +128,8 @@ class TextClassification(ClassificationOutputs, BaseTask):
         num_classes: int = 2,
         class_counts: Sequence[int] = (),
         network: str = "lstm",
+        auto_threshold: int = AUTO_THRESHOLD,
+        sequence_network: str = "gru",
         embedding_dim: int = 16,
         hidden_size: int = 32,
         num_layers: int = 1,
@@ -99,15 +142,36 @@ class TextClassification(ClassificationOutputs, BaseTask):
     ) -> None:
         if num_classes < 2:
             raise ConfigError(f"classification needs at least 2 classes, got {num_classes}")
+        note = ""
+        if network == "auto":  # resolved before the hyperparameters are saved: they keep it
+            network = choose_text_network(
+                sum(class_counts),
+                auto_threshold,
+                sequence_network,
+                bool(embeddings_path or freeze_embeddings),
+            )
+            n = sum(class_counts)
+            why = (
+                "pretrained word vectors need an embedding layer"
+                if embeddings_path or freeze_embeddings
+                else f"{n:,} training texts, {'below' if n < auto_threshold else 'at or above'} "
+                f"task.auto_threshold={auto_threshold:,}"
+            )
+            note = f"network=auto chose {network}: {why}"
         if network == "bow" and (embeddings_path or freeze_embeddings):
             raise ConfigError("network=bow has no embedding layer for task.embeddings_path")
         super().__init__(**kwargs)
+        self.network_note = note
         self.init_confusion()
         if freeze_embeddings:
             self.model.embedding.weight.requires_grad_(False)
         self.example_input_array = (torch.ones(2, 5, dtype=torch.long), torch.tensor([5, 3]))
         self._test_rows: list[tuple[Tensor, Tensor]] = []
         self.mistakes: dict[str, Tensor] = {}
+
+    def summary_notes(self) -> list[str]:
+        """Which network ``network=auto`` chose, and why."""
+        return [self.network_note] if self.network_note else []
 
     def configure_model(self) -> nn.Module:
         hp = self.hparams
