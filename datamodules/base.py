@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import lightning as L
 import numpy as np
@@ -84,6 +85,48 @@ def split_indices(
     return tuple(np.sort(np.concatenate(parts)) for parts in (train, val, test))  # type: ignore[return-value]
 
 
+class CVRows(NamedTuple):
+    """What cross-validation (``mode=cv``) needs to know about a datamodule's rows.
+
+    Attributes:
+        n_rows: How many rows the folds split (row ``i`` is the ``i``-th labelled row).
+        labels: One class label per row for stratified folds, or None (regression).
+        groups: One group key per row (from ``cv.groups``), or None.
+        ordered: Whether the rows are in time order: folds then chain forward (an
+            expanding window, never shuffled across time).
+    """
+
+    n_rows: int
+    labels: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    ordered: bool = False
+
+
+def fold_split(
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    val_fraction: float,
+    seed: int,
+    stratify: Sequence[Any] | np.ndarray | None = None,
+    ordered: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A cross-validation fold as train/val/test row indices: the fold's test rows are the
+    test split, and ``val_fraction`` of its training rows (per class when ``stratify``
+    labels of every row are given; the last ones when ``ordered``) validate.
+    """
+    train_rows = np.sort(np.asarray(train_rows, dtype=np.int64))
+    test_rows = np.sort(np.asarray(test_rows, dtype=np.int64))
+    if ordered:
+        n_val = max(1, int(round(val_fraction * len(train_rows)))) if val_fraction > 0 else 0
+        cut = len(train_rows) - n_val
+        return train_rows[:cut], train_rows[cut:], test_rows
+    labels = None if stratify is None else np.asarray(stratify)[train_rows]
+    inner_train, inner_val, _ = split_indices(
+        len(train_rows), val_fraction, 0.0, seed, stratify=labels
+    )
+    return train_rows[inner_train], train_rows[inner_val], test_rows
+
+
 class BaseDataModule(L.LightningDataModule):
     """Shared settings and loaders; subclasses load data and fit preprocessing.
 
@@ -131,6 +174,9 @@ class BaseDataModule(L.LightningDataModule):
         self.fitted_state: dict[str, Any] = {}
         #: Batches per training/validation group (set by :func:`tasks.fused.configure`).
         self.steps_per_execution = 1
+        #: The cross-validation fold to set up, ``(train_rows, test_rows)`` (see
+        #: :meth:`use_fold`), or None for the usual split.
+        self.fold: tuple[np.ndarray, np.ndarray] | None = None
 
     def _overrides(self, hook: str) -> bool:
         """Whether this class replaces ``hook`` (a "bring your own data" method such as
@@ -235,6 +281,82 @@ class BaseDataModule(L.LightningDataModule):
         if not self.fitted_state:
             raise DataError("restore the datamodule from a checkpoint (ckpt_path=...) first")
 
+    # -- cross-validation (mode=cv) ------------------------------------------------------
+    def cv_rows(self, groups: str | None = None) -> CVRows:
+        """The rows that cross-validation splits into folds, with what the splitter needs.
+
+        A datamodule supports ``mode=cv`` by overriding this and by splitting with
+        :meth:`split_rows` (or reading :attr:`fold` itself) in :meth:`setup_fit`. Rows are
+        those of the labelled training data; a separate test set (``test_path``, an
+        official test split) takes no part in cross-validation.
+
+        Args:
+            groups: The ``cv.groups`` column whose values keep rows together (group
+                k-fold), or None.
+
+        Returns:
+            A :class:`CVRows`: the row count, the class labels (None for regression), the
+            group key of each row (None without ``groups``) and whether rows are in time
+            order.
+
+        Raises:
+            ConfigError: this datamodule does not support cross-validation (the default),
+                or it has no ``groups`` column.
+
+        Called by:
+            ``tasks.cv`` in ``mode=cv``, once, on a datamodule of its own (never one that
+            trains a fold).
+        """
+        raise ConfigError(
+            f"mode=cv: {type(self).__name__} does not support cross-validation (it implements "
+            "no cv_rows()); use mode=train, or see docs/evaluation.md#cross-validation"
+        )
+
+    def use_fold(self, train_rows: Sequence[int], test_rows: Sequence[int]) -> None:
+        """Set up this fold (row indices into :meth:`cv_rows`'s rows) instead of the usual
+        split: ``test_rows`` become the test split, ``val_fraction`` of ``train_rows`` the
+        validation split, and preprocessing is fitted on the rest of ``train_rows`` only.
+
+        Args:
+            train_rows: The fold's training rows (validation is carved from them).
+            test_rows: The fold's test rows; empty to train on every row (``cv.refit``).
+
+        Called by:
+            ``tasks.cv`` on each fold's fresh datamodule, before ``setup``.
+        """
+        self.fold = (np.asarray(train_rows, dtype=np.int64), np.asarray(test_rows, dtype=np.int64))
+
+    def split_rows(
+        self,
+        n: int,
+        val_fraction: float,
+        test_fraction: float,
+        seed: int,
+        stratify: Sequence[Any] | np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`split_indices` of ``n`` rows, or the cross-validation fold set by
+        :meth:`use_fold` (then ``test_fraction`` is ignored: see :func:`fold_split`)."""
+        if self.fold is None:
+            return split_indices(n, val_fraction, test_fraction, seed, stratify=stratify)
+        train_rows, test_rows = self.fold
+        every = np.concatenate([train_rows, test_rows])
+        if len(every) and (every.min() < 0 or every.max() >= n):
+            raise DataError(
+                f"{type(self).__name__}: the cross-validation fold names rows outside the "
+                f"{n} rows of the data (did the data change since cv_rows()?)"
+            )
+        return fold_split(train_rows, test_rows, val_fraction, seed, stratify=stratify)
+
+    def _cv_labels(self, labels: Any, n: int, groups: str | None) -> CVRows:
+        """A :class:`CVRows` of ``n`` unordered, labelled rows, for datamodules without
+        table columns to group by."""
+        if groups is not None:
+            raise ConfigError(
+                f"cv.groups={groups!r}: {type(self).__name__} has no columns to group rows "
+                "by; drop cv.groups"
+            )
+        return CVRows(n, None if labels is None else np.asarray(labels), None, False)
+
     # -- what subclasses provide ---------------------------------------------------------
     def data_facts(self) -> dict[str, Any]:
         """Facts learnt from the data that the task needs (e.g. ``num_features``).
@@ -331,9 +453,10 @@ class BaseDataModule(L.LightningDataModule):
         rows (images, texts) override it.
 
         Args:
-            inputs: A DataFrame or a list of inputs in the JSON form of
+            inputs: A DataFrame, a list of inputs in the JSON form of
                 :meth:`example_inputs` (Python conveniences such as PIL images are allowed
-                where a subclass says so).
+                where a subclass says so), or (by default) the path of a file that
+                ``datamodule.predict_path`` could name.
 
         Raises:
             DataError: the inputs do not fit the training data (missing columns, wrong
@@ -343,13 +466,15 @@ class BaseDataModule(L.LightningDataModule):
             The predictor of ``tasks.load_bundle`` (and so the HTTP server), once per call.
         """
         import tempfile
-        from pathlib import Path
 
-        frame = inputs if isinstance(inputs, pd.DataFrame) else records_frame(inputs)
         previous = self.hparams.get("predict_path")
         with tempfile.TemporaryDirectory(prefix="lightning-tasks-") as folder:
-            path = Path(folder) / "inputs.csv"
-            frame.to_csv(path, index=False)
+            if isinstance(inputs, (str, Path)) and Path(inputs).is_file():
+                path = Path(inputs)  # a file as mode=predict reads it
+            else:
+                frame = inputs if isinstance(inputs, pd.DataFrame) else records_frame(inputs)
+                path = Path(folder) / "inputs.csv"
+                frame.to_csv(path, index=False)
             self.hparams["predict_path"] = str(path)
             try:
                 self.setup("predict")  # what mode=predict runs (some override setup itself)

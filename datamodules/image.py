@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from datamodules._download import fetch, md5sum
-from datamodules.base import BaseDataModule, class_predictions, split_indices
+from datamodules.base import BaseDataModule, CVRows, class_predictions
 from tasks.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -111,13 +111,21 @@ class ImageDataModule(BaseDataModule):
     def prepare_data(self) -> None:
         self.load_splits()  # downloads once, on one process
 
+    def cv_rows(self, groups: str | None = None) -> CVRows:
+        """The training images (an official validation or test set takes no part)."""
+        x, y = self.load_splits()["train"]
+        _check_images(x, y, f"{type(self).__name__} training set")
+        return self._cv_labels(y.numpy(), len(y), groups)
+
     def setup_fit(self) -> None:
         hp = self.hparams
         splits = self.load_splits()
         x, y = splits["train"]
         _check_images(x, y, f"{type(self).__name__} training set")
-        has_val, has_test = "val" in splits, "test" in splits
-        train_idx, val_idx, test_idx = split_indices(
+        # a cross-validation fold splits the training images only (see cv_rows)
+        cv = self.fold is not None
+        has_val, has_test = "val" in splits and not cv, "test" in splits and not cv
+        train_idx, val_idx, test_idx = self.split_rows(
             len(y),
             0.0 if has_val else hp.val_fraction,
             0.0 if has_test else hp.test_fraction,

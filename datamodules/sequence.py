@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from datamodules._table_prep import DataWarning, check_frame, read_table
-from datamodules.base import BaseDataModule, class_predictions, split_indices
+from datamodules.base import BaseDataModule, CVRows, class_predictions
 from tasks.errors import ConfigError, DataError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -323,14 +323,19 @@ class SequenceDataModule(BaseDataModule):
             x = (x - mean) / std
         return torch.from_numpy(x.astype(np.float32))
 
+    def cv_rows(self, groups: str | None = None) -> CVRows:
+        """The training sequences (a separate test set takes no part)."""
+        x, labels = self._raw()["train"]
+        return self._cv_labels(labels, len(x), groups)
+
     def setup_fit(self) -> None:
         hp = self.hparams
         raw = self._raw()
         x, labels = raw["train"]
         if len(x) == 0:
             raise DataError("no sequences in the training data")
-        has_test = "test" in raw
-        train_idx, val_idx, test_idx = split_indices(
+        has_test = "test" in raw and self.fold is None  # a fold splits the training rows
+        train_idx, val_idx, test_idx = self.split_rows(
             len(x), hp.val_fraction, 0.0 if has_test else hp.test_fraction, hp.seed, stratify=labels
         )
         if not self.fitted_state:

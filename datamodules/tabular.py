@@ -28,7 +28,7 @@ from datamodules._table_prep import (
     resolve_column_types,
     rows_text,
 )
-from datamodules.base import BaseDataModule, class_predictions, split_indices
+from datamodules.base import BaseDataModule, CVRows, class_predictions
 from tasks.errors import ConfigError, DataError, did_you_mean
 
 PROBLEMS = ("classification", "regression")
@@ -441,6 +441,25 @@ class TabularDataModule(BaseDataModule):
             )
         return torch.tensor([index[v] for v in labels], dtype=torch.long)
 
+    # -- cross-validation ------------------------------------------------------------------
+    def cv_rows(self, groups: str | None = None) -> CVRows:
+        """The labelled table's rows (``test_path`` takes no part); ``groups`` is a column
+        of the table (it may be a feature or a dropped column)."""
+        frame, targets, where = self._labelled_frame()
+        self._check_targets(frame, targets, where)
+        keys = None
+        if groups is not None:
+            if groups not in frame.columns:
+                raise missing_column_error(f"{where} (cv.groups)", [groups], list(frame.columns))
+            keys = frame[groups].to_numpy()
+            if pd.isna(frame[groups]).any():
+                raise DataError(
+                    f"{where}: cv.groups column {groups!r} is empty in "
+                    f"{int(pd.isna(frame[groups]).sum())} rows; fill them or drop those rows"
+                )
+        labels = frame[targets[0]].to_numpy() if self.classification else None
+        return CVRows(len(frame), labels, keys, False)
+
     # -- Lightning hooks ---------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
@@ -458,7 +477,7 @@ class TabularDataModule(BaseDataModule):
         check_finite(frame, [*features, *([] if self.classification else targets)], where)
         test_frac = 0.0 if hp.test_path is not None else hp.test_fraction
         stratify = frame[targets[0]].to_numpy() if self.classification else None
-        train_idx, val_idx, test_idx = split_indices(
+        train_idx, val_idx, test_idx = self.split_rows(
             len(frame), hp.val_fraction, test_frac, hp.seed, stratify=stratify
         )
         if len(train_idx) == 0 or len(val_idx) == 0:
@@ -493,7 +512,10 @@ class TabularDataModule(BaseDataModule):
             )
             self._fit_labels(train, frame, targets)
         parts = {"train": train, "val": frame.iloc[val_idx]}
-        if hp.test_path is not None:
+        if self.fold is not None:  # cross-validation: the fold's rows, never test_path
+            if len(test_idx):
+                parts["test"] = frame.iloc[test_idx]
+        elif hp.test_path is not None:
             test_frame = self._read(hp.test_path, "datamodule.test_path")
             self._check_targets(test_frame, targets, "datamodule.test_path")
             parts["test"] = test_frame

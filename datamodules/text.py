@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from datamodules._table_prep import check_frame, read_table, require_columns
-from datamodules.base import BaseDataModule, class_predictions, split_indices
+from datamodules.base import BaseDataModule, CVRows, class_predictions
 from tasks.errors import ConfigError, DataError
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -340,11 +340,20 @@ class TextDataModule(BaseDataModule):
         y = torch.tensor([index[label] for label in frame.label], dtype=torch.long)
         return ids, lengths, y
 
+    def cv_rows(self, groups: str | None = None) -> CVRows:
+        """The training rows after cleaning (empty texts dropped with ``empty=drop``);
+        ``test_path``, a test folder and fixed ``val``/``test`` rows of ``split_column``
+        take no part. Texts have no columns to group by."""
+        frame = self._sources()["all"]
+        return self._cv_labels(frame.label.to_numpy(), len(frame), groups)
+
     def setup_fit(self) -> None:
         hp = self.hparams
         sources = self._sources()
         frame = sources["all"]
-        train_idx, val_idx, test_idx = split_indices(
+        if self.fold is not None:  # a fold splits the training rows, whatever else is given
+            sources = {"all": frame}
+        train_idx, val_idx, test_idx = self.split_rows(
             len(frame),
             0.0 if "val" in sources else hp.val_fraction,
             0.0 if "test" in sources else hp.test_fraction,

@@ -154,6 +154,8 @@ def end_of_run(summary: dict[str, Any], commands: Sequence[tuple[str, str]] = ()
             if baseline:
                 row += f"  {_number(baseline.get(f'baseline/{metric}')):>9}"
             lines.append(row)
+    if summary.get("peer_check"):
+        lines.append(f"peer check: {summary['peer_check']}")
     predictions = summary.get("predictions")
     if predictions:
         lines.append(f"predictions: {predictions['path']} ({predictions['rows']} rows)")

@@ -36,7 +36,7 @@ from tasks.callbacks import ResumeState
 from tasks.errors import ConfigError, DataError, RunInterrupted, did_you_mean
 
 log = logging.getLogger(__name__)
-MODES = ("train", "test", "predict", "generate", "export")
+MODES = ("train", "test", "predict", "generate", "export", "cv")
 
 
 def _container(node: Any) -> Any:
@@ -751,11 +751,29 @@ def _record_scores(run: _Run) -> None:
         summary["notes"] = notes
         for note in notes:
             log.info(note)
+    if _on(run.cfg.get("peers", True)) and trainer.is_global_zero:
+        from tasks.peers import peer_scores
+
+        peers = peer_scores(run.task, run.datamodule, test_metrics=summary.get("metrics") or {})
+        if peers["metrics"]:  # apart from the metrics: those are the network's test/* only
+            summary["peers"] = peers["metrics"]
+            summary["best_peer"] = peers["best"]
+            if peers["best"]:
+                summary["peer_check"] = peers["notes"][0]
+        for note in peers["notes"]:
+            summary.setdefault("notes", []).append(note)
+            log.info(note)
     data_warnings = getattr(run.datamodule, "data_warnings", None)
     if data_warnings:
         summary["data_warnings"] = list(data_warnings)
     if trainer.is_global_zero:
         run.artifacts += run.task.save_artifacts(run.output_dir, run.datamodule)
+
+
+def _on(value: Any) -> bool:
+    """A switch from the config: YAML reads ``on``/``off`` as booleans, a CLI override may
+    give the words."""
+    return str(value).lower() in ("on", "true", "1", "yes")
 
 
 def _record_history(run: _Run) -> None:
@@ -836,6 +854,10 @@ def _execute(
 ) -> dict[str, Any]:
     if cfg.get("mode") == "export":
         return _export(cfg)
+    if cfg.get("mode") == "cv":  # k-fold cross-validation: a train run per fold (tasks/cv.py)
+        from tasks.cv import run_cv
+
+        return run_cv(cfg, datamodule, console)
     run = _prepare(cfg, datamodule, console)
     MODE_STEPS[run.mode](run)
     if run.trainer.is_global_zero:

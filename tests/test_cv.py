@@ -1,0 +1,206 @@
+"""mode=cv: k-fold cross-validation of a preset (tasks/cv.py and the datamodule hook)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from datamodules.base import BaseDataModule, CVRows, fold_split
+from datamodules.tabular import TabularDataModule
+from tasks.api import compose, run
+from tasks.cv import Options, choose_strategy, make_splits, read_options
+from tasks.errors import ConfigError
+from tests.conftest import make_table
+
+FAST = [
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=none",
+]
+FOLDS = 3
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    frame = make_table(60, classes=("a", "b", "c"))
+    frame["site"] = np.arange(len(frame)) % 6  # groups for group k-fold
+    return frame
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory, table):
+    """One small CV run of a generated table (3 folds of 60 rows, 2 epochs)."""
+    folder = tmp_path_factory.mktemp("cv") / "run"
+    csv = folder.parent / "table.csv"
+    table.drop(columns="site").to_csv(csv, index=False)
+    overrides = [
+        f"datamodule.path={csv}",
+        "datamodule.target=label",
+        "mode=cv",
+        f"cv.folds={FOLDS}",
+        f"output_dir={folder}",
+        *FAST,
+    ]
+    summary = run("tabular_classification", overrides)
+    return summary, folder, overrides
+
+
+def test_folds_partition_the_rows(cv_run, table):
+    summary, folder, _ = cv_run
+    assert summary["mode"] == "cv" and summary["cv"]["strategy"] == "stratified"
+    folds = pd.read_csv(folder / "cv_folds.csv")
+    assert sorted(folds["row"]) == list(range(len(table)))
+    assert sorted(folds["fold"].unique()) == list(range(FOLDS))
+    for k in range(FOLDS):
+        fold_summary = json.loads((folder / f"fold_{k}" / "summary.json").read_text())
+        assert fold_summary["status"] == "completed"
+        assert (folder / f"fold_{k}" / "checkpoints" / "best.ckpt").is_file()
+        assert fold_summary["cv_fold"]["test_rows"] == int((folds["fold"] == k).sum())
+
+
+def test_preprocessing_is_fitted_per_fold(cv_run, table):
+    """Each fold's scaler holds the means of that fold's training rows (less its inner
+    validation rows), never of the whole table or of its test rows."""
+    _, folder, _ = cv_run
+    folds = pd.read_csv(folder / "cv_folds.csv")
+    features = table[["a", "b", "c", "d"]].to_numpy()
+    labels = table["label"].to_numpy()
+    centers = []
+    for k in range(FOLDS):
+        ckpt = torch.load(folder / f"fold_{k}" / "checkpoints" / "best.ckpt", weights_only=True)
+        center = np.asarray(ckpt["TabularDataModule"]["prep"]["center"])
+        centers.append(center)
+        test_rows = np.sort(folds.loc[folds["fold"] == k, "row"].to_numpy())
+        train_rows = np.setdiff1d(np.arange(len(table)), test_rows)
+        inner, val, test = fold_split(train_rows, test_rows, 0.15, 42, stratify=labels)
+        assert test.tolist() == test_rows.tolist() and len(val) > 0
+        assert np.allclose(center, features[inner].mean(axis=0))
+        assert not np.allclose(center, features.mean(axis=0))
+    assert not np.allclose(centers[0], centers[1])
+    assert not np.allclose(centers[1], centers[2])
+
+
+def test_out_of_fold_predictions_in_row_order(cv_run, table):
+    _, folder, _ = cv_run
+    oof = pd.read_csv(folder / "oof_predictions.csv")
+    assert oof["row"].tolist() == list(range(len(table)))
+    folds = pd.read_csv(folder / "cv_folds.csv").set_index("row")
+    assert (oof["fold"].to_numpy() == folds.loc[oof["row"], "fold"].to_numpy()).all()
+    assert set(oof["pred"]) <= {"a", "b", "c"}
+    probs = oof[["prob_a", "prob_b", "prob_c"]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_summary_equals_the_results_table(cv_run):
+    summary, folder, _ = cv_run
+    results = pd.read_csv(folder / "cv_results.csv")
+    assert len(results) == FOLDS and results["repeat"].eq(0).all()
+    cv_summary = json.loads((folder / "cv_summary.json").read_text())
+    assert cv_summary["folds"] == FOLDS and cv_summary["repeats"] == 1
+    assert "test/acc" in cv_summary["metrics"]
+    for metric, stats in cv_summary["metrics"].items():
+        values = results[metric]
+        assert stats["mean"] == pytest.approx(values.mean())
+        assert stats["std"] == pytest.approx(values.std(ddof=1))
+        assert stats["values"] == pytest.approx(values.tolist())
+        assert stats["ci95_low"] <= stats["mean"] <= stats["ci95_high"]
+        assert summary["metrics"][metric] == pytest.approx(values.mean())
+    assert (folder / "cv_scores.png").stat().st_size > 0
+
+
+def test_interrupted_cv_resumes_the_missing_fold_only(cv_run):
+    """Last test of the module's run: it re-runs a fold (and adds the refit)."""
+    _, folder, overrides = cv_run
+    kept = {
+        k: {p: p.stat().st_mtime_ns for p in (folder / f"fold_{k}").rglob("*") if p.is_file()}
+        for k in (0, 2)
+    }
+    (folder / "fold_1" / "summary.json").unlink()  # as if fold 1 had been interrupted
+    summary = run("tabular_classification", [*overrides, "cv.refit=true"])
+    for files in kept.values():
+        assert {p: p.stat().st_mtime_ns for p in files} == files
+    again = json.loads((folder / "fold_1" / "summary.json").read_text())
+    assert again["status"] == "completed"
+    assert len(pd.read_csv(folder / "oof_predictions.csv")) == 60
+    refit = json.loads((folder / "refit" / "summary.json").read_text())
+    epochs = json.loads((folder / "cv_summary.json").read_text())["best_epochs"]
+    assert refit["max_epochs"] == max(1, round(float(np.median(epochs))))
+    assert summary["refit"]["final_checkpoint"]
+
+
+def test_resuming_with_other_folds_is_refused(cv_run):
+    _, folder, overrides = cv_run
+    with pytest.raises(ConfigError, match="other folds"):
+        run("tabular_classification", [*overrides, "cv.folds=4"])
+
+
+# -- the splitters (no training) -----------------------------------------------------------
+def test_stratified_folds_keep_every_class(table):
+    rows = CVRows(len(table), table["label"].to_numpy())
+    options = Options(folds=4, repeats=2)
+    splits = make_splits(choose_strategy(options, rows), options, rows, seed=0)
+    assert len(splits) == 8
+    for repeat in (0, 1):
+        tests = [test for r, _, _, test in splits if r == repeat]
+        assert sorted(np.concatenate(tests)) == list(range(len(table)))
+    for _, _, train, test in splits:
+        assert set(table["label"].iloc[test]) == {"a", "b", "c"}
+        assert set(table["label"].iloc[train]) == {"a", "b", "c"}
+        assert not set(train) & set(test)
+
+
+def test_group_folds_never_split_a_group(tmp_path, table):
+    dm = TabularDataModule(frame=table, target="label", drop_columns=["site"])
+    rows = dm.cv_rows("site")
+    options = read_options(compose("iris_mlp", ["cv.groups=site", "cv.folds=3"]))
+    strategy = choose_strategy(options, rows)
+    assert strategy == "group"
+    for _, _, train, test in make_splits(strategy, options, rows, seed=0):
+        assert not set(table["site"].iloc[train]) & set(table["site"].iloc[test])
+
+
+def test_regression_and_ordered_rows_choose_their_splitter():
+    assert choose_strategy(Options(), CVRows(30)) == "kfold"
+    ordered = CVRows(30, ordered=True)
+    assert choose_strategy(Options(), ordered) == "forward"
+    for _, _, train, test in make_splits("forward", Options(folds=3), ordered, seed=0):
+        assert train.max() < test.min()  # an expanding window, never shuffled across time
+    with pytest.raises(ConfigError, match="time order"):
+        choose_strategy(Options(strategy="kfold"), ordered)
+    with pytest.raises(ConfigError, match="stratified needs class labels"):
+        choose_strategy(Options(strategy="stratified"), CVRows(30))
+
+
+def test_bad_settings_are_one_line():
+    with pytest.raises(ConfigError, match="cv.folds"):
+        read_options(compose("iris_mlp", ["cv.folds=1"]))
+    with pytest.raises(ConfigError, match="cv.strategy=group needs cv.groups"):
+        read_options(compose("iris_mlp", ["cv.strategy=group"]))
+
+
+def test_datamodule_without_the_hook_is_refused(tmp_path):
+    class NoFolds(BaseDataModule):
+        def setup_fit(self) -> None:  # pragma: no cover - never reached
+            raise AssertionError
+
+    cfg = compose("iris_mlp", ["mode=cv", f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match="mode=cv: NoFolds does not support cross-validation"):
+        run(cfg, datamodule=NoFolds())
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fold_sets_up_its_rows_only(table):
+    """use_fold: the fold's test rows are the test split; validation comes from its
+    training rows; test_fraction is ignored."""
+    dm = TabularDataModule(frame=table, target="label", drop_columns=["site"])
+    train_rows, test_rows = np.arange(20, 60), np.arange(0, 20)
+    dm.use_fold(train_rows, test_rows)
+    dm.setup("fit")
+    assert len(dm.test_data[-1]) == 20
+    assert len(dm.train_data[-1]) + len(dm.val_data[-1]) == 40
+    assert dm.test_rows.index.tolist() == list(range(20))
