@@ -87,6 +87,12 @@ def _export(
     """Export with the dynamo exporter, falling back to the TorchScript one (logged)."""
     names = [f"input_{i}" for i in range(len(inputs))]
     axes = _dynamic(inputs, lengths)
+
+    def export(**options: Any) -> None:
+        torch.onnx.export(
+            graph, inputs, str(path), input_names=names, output_names=graph.keys, **options
+        )
+
     try:
         from torch.export import Dim
 
@@ -95,12 +101,7 @@ def _export(
             {axis: dims.setdefault(name, Dim(name, min=1)) for axis, name in a.items()}
             for a in axes
         )
-        torch.onnx.export(
-            graph,
-            inputs,
-            str(path),
-            input_names=names,
-            output_names=graph.keys,
+        export(
             dynamo=True,
             dynamic_shapes=(shapes,),  # one entry: forward takes *inputs
             external_data=False,  # one file: the bundle's hash covers all of the graph
@@ -110,12 +111,7 @@ def _export(
     except Exception as exc:  # the exporter's failures are many and version-dependent
         reason = " ".join(str(exc).split())[:200]
         log.info("ONNX: the dynamo exporter failed (%s); using the TorchScript exporter", reason)
-    torch.onnx.export(
-        graph,
-        inputs,
-        str(path),
-        input_names=names,
-        output_names=graph.keys,
+    export(
         dynamic_axes={
             **{n: a for n, a in zip(names, axes)},
             **{k: {0: "batch"} for k in graph.keys},
