@@ -821,6 +821,9 @@ def _finish(run: _Run) -> dict[str, Any]:
         report = write_report(run.output_dir)  # reads the summary above; never fails the run
         if report.is_file():
             run.summary["report"] = str(report)
+        from tasks.tracking import record_run
+
+        record_run(run.trainer.loggers, run.output_dir, run.summary)  # logger=mlflow
     return run.summary
 
 
