@@ -273,6 +273,11 @@ def _score(task: Any, kind: str, predicted: np.ndarray, datamodule: Any) -> dict
     """The task's test metrics of the peer's predictions (class probabilities, or values in
     original units), computed as the network's are."""
     metrics = task.configure_metrics()
+    from torchmetrics import Metric
+
+    for metric in metrics.modules():  # scored on rank zero alone: no sync with other ranks
+        if isinstance(metric, Metric):
+            metric.sync_on_compute = metric._to_sync = False
     target = datamodule.test_data[-1]
     if kind == "classification":
         n = int(task.hparams.num_classes)
