@@ -39,9 +39,16 @@ def _listed(values: Any, n: int = 5) -> str:
 
 def fixed_step(freq: str) -> pd.Timedelta | None:
     """The length of one step of a pandas frequency, or None for calendar offsets whose
-    length varies (months, quarters, years; weeks anchored on a weekday)."""
+    length varies (months, quarters, years; weeks anchored on a weekday). Days count as
+    24 hours (pandas 3.0 makes ``D`` a calendar day that ``Timedelta`` refuses)."""
     try:
-        return pd.Timedelta(to_offset(freq))
+        offset = to_offset(freq)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(offset, pd.offsets.Day):
+        return pd.Timedelta(days=offset.n)
+    try:
+        return pd.Timedelta(offset)
     except (TypeError, ValueError):
         return None
 
@@ -101,9 +108,11 @@ class ForecastDataModule(BaseDataModule):
     **Inputs** per step: the targets, the ``covariates`` (other columns, observed in the
     past only) and ``calendar`` features of the timestamp (sine and cosine of
     ``time_of_day``, ``day_of_week``, ``day_of_year``, ``month``; ``auto`` picks what the
-    frequency can show). Targets and covariates are scaled (``scaling``) with statistics
-    of the training period only, saved in checkpoints; ``log_target`` takes the log of
-    positive targets first (multiplicative seasonality, as airline passengers).
+    frequency can show: time of day and weekday below daily data, weekday and day of year
+    for daily, day of year for weekly, month for monthly and quarterly data). Targets and
+    covariates are scaled (``scaling``) with statistics of the training period only, saved
+    in checkpoints; ``log_target`` takes the log of positive targets first (multiplicative
+    seasonality, as airline passengers).
 
     **Splits** are in time: train, then validation, then test, at ``val_start`` and
     ``test_start`` (timestamps) or by ``val_fraction``/``test_fraction`` of the steps. A
@@ -394,7 +403,10 @@ class ForecastDataModule(BaseDataModule):
             return ["time_of_day", "day_of_week"]
         if step == DAY:
             return ["day_of_week", "day_of_year"]
-        return ["month"] if default_season(freq) == 12 else []
+        season = default_season(freq)  # the position in the year, where a year is the cycle
+        if season == 52:
+            return ["day_of_year"]
+        return ["month"] if season in (12, 4) else []
 
     def _fit_state(self, data: dict[str, Any], train: np.ndarray) -> None:
         """Scaling statistics of the (transformed) training rows, with the column names,

@@ -27,6 +27,105 @@ from tasks.nets.forecast import build_forecast_net
 
 LOSSES = {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}
 BASELINES = ("naive", "seasonal_naive")
+#: Ridge penalty of the least-squares fit of the linear part, relative to each input's
+#: sum of squares: enough to keep the solve stable, too little to bias it.
+RIDGE = 1e-4
+
+
+def _flat_batches(loader: Any) -> Any:
+    """The batches of a loader, with step groups (lists of batches) opened."""
+    for item in loader:
+        yield from (item if isinstance(item, list) else [item])
+
+
+class RelativeForecaster(nn.Module):
+    """A network that forecasts relative to each window's last observed target values.
+
+    With ``d = window targets - last values`` (``(N, lookback, targets)``) the forecast is
+    ``last + linear(d) + spread * net([d / spread, other inputs])``: ``linear`` is a linear
+    autoregression per target (``horizon x lookback`` weights and a bias; off with
+    ``linear=False``) and ``spread`` the root mean square of ``d`` over the training
+    windows, so that the network sees inputs of unit size however strong the trend.
+    Nothing depends on the level itself, so a series that leaves the training range (a
+    trend, a level shift) is forecast like one inside it.
+
+    :meth:`fit` sets ``linear`` by least squares and ``spread`` from the training windows,
+    and zeroes the network's output layer, so that training starts from the fitted linear
+    forecast and the network learns what it misses. Both are saved in checkpoints
+    (``fitted`` says the fit was done).
+
+    Args:
+        net: A forecasting network, ``(N, lookback, inputs)`` -> ``(N, horizon, targets)``.
+        targets: Series forecast: the first ``targets`` inputs.
+        lookback: Input steps.
+        horizon: Steps forecast.
+        linear: Add the linear autoregression.
+    """
+
+    def __init__(
+        self, net: nn.Module, targets: int, lookback: int, horizon: int, linear: bool = True
+    ) -> None:
+        super().__init__()
+        self.net, self.targets = net, targets
+        self.linear = linear
+        self.weight = nn.Parameter(torch.zeros(targets, horizon, lookback))
+        self.bias = nn.Parameter(torch.zeros(targets, horizon))
+        self.weight.requires_grad_(linear)
+        self.bias.requires_grad_(linear)
+        self.register_buffer("spread", torch.ones(targets))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def changes(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The window's targets minus their last values ``(N, lookback, targets)``, and the
+        last values ``(N, 1, targets)``."""
+        last = x[:, -1:, : self.targets]
+        return x[..., : self.targets] - last, last
+
+    def forward(self, x: Tensor) -> Tensor:
+        d, last = self.changes(x)
+        net = self.net(torch.cat([d / self.spread, x[..., self.targets :]], dim=-1))
+        out = last + net * self.spread
+        if self.linear:
+            out = out + torch.einsum("nlk,khl->nhk", d, self.weight) + self.bias.T
+        return out
+
+    @torch.no_grad()
+    def fit(self, batches: Any, reduce: Any = None) -> None:
+        """Least-squares linear part and ``spread`` from training batches ``{"x", "y"}``
+        (or ``(x, y)``); ``reduce`` sums a tensor over processes (distributed training)."""
+        k, lookback = self.targets, self.weight.shape[-1]
+        gram = torch.zeros(k, lookback + 1, lookback + 1, dtype=torch.float64)
+        cross = torch.zeros(k, lookback + 1, self.weight.shape[1], dtype=torch.float64)
+        square = torch.zeros(k, dtype=torch.float64)
+        for batch in batches:
+            x, y = (batch["x"], batch["y"]) if isinstance(batch, dict) else batch[:2]
+            d, last = self.changes(x.double().cpu())
+            change = y.double().cpu() - last  # (N, horizon, k)
+            design = torch.cat([d, torch.ones_like(d[:, :1])], dim=1)  # (N, lookback + 1, k)
+            gram += torch.einsum("nik,njk->kij", design, design)
+            cross += torch.einsum("nik,nhk->kih", design, change)
+            square += (d**2).sum(dim=(0, 1))
+        if reduce is not None:
+            device = self.spread.device
+            gram, cross, square = (reduce(t.to(device)).cpu() for t in (gram, cross, square))
+        rows = gram[:, -1, -1]  # windows seen (the bias column's square sum)
+        if float(rows.min()) < 1:
+            return
+        if self.linear:
+            diagonal = gram.diagonal(dim1=1, dim2=2)  # (k, lookback + 1)
+            ridge = RIDGE * diagonal + 1e-9 * diagonal.mean(dim=1, keepdim=True)
+            solution = torch.linalg.solve(gram + torch.diag_embed(ridge), cross)
+            self.weight.copy_(solution[:, :-1].transpose(1, 2))
+            self.bias.copy_(solution[:, -1])
+        spread = (square / (rows * lookback)).sqrt()
+        self.spread.copy_(torch.where(spread > 0, spread, torch.ones_like(spread)))
+        heads = [
+            m for m in getattr(self.net, "head", self.net).modules() if isinstance(m, nn.Linear)
+        ]
+        if heads:  # the network adds nothing until it has learnt something
+            nn.init.zeros_(heads[-1].weight)
+            nn.init.zeros_(heads[-1].bias)
+        self.fitted.fill_(True)
 
 
 class Forecasting(BaseTask):
@@ -37,9 +136,17 @@ class Forecasting(BaseTask):
     CNN), sized by ``hidden_size``/``num_layers`` (``network_options`` for the rest).
 
     The network works in the datamodule's scaled units; metrics, baselines, plots and
-    predictions are in original units. With ``residual`` the network predicts the change
-    from the last observed value rather than the level, which extrapolates trends beyond
-    the training range (the targets are the first ``num_targets`` inputs).
+    predictions are in original units. The targets are the first ``num_targets`` inputs.
+
+    With ``relative`` (the ``forecast_csv`` preset's default) every window is seen
+    relative to its last observed target values and the forecast is that value plus a
+    predicted change (:class:`RelativeForecaster`): a linear autoregression on the
+    window's changes, fitted by least squares on the training windows when training
+    starts (``linear``), plus the network, which starts at zero and learns what the linear
+    part misses. Nothing depends on the level, so trends and level shifts are forecast
+    beyond the training range, where a network on standardised levels cannot go. Without
+    it the network maps the standardised window to standardised levels; ``residual``
+    then adds its output to the last value (the network still sees levels).
 
     Test metrics (``test/*``): ``mse``, ``rmse``, ``mae``, ``mape`` and ``smape`` (as
     fractions: 0.05 is 5 %), ``r2`` (mean over targets), over every test window and
@@ -62,7 +169,10 @@ class Forecasting(BaseTask):
         num_layers: RNN layers, CNN layers or MLP hidden layers.
         dropout: Dropout before the output layer (and between RNN layers).
         network_options: Extra network arguments, e.g. ``{hidden_sizes: [256, 64]}``.
-        residual: Predict the change from the last observed value.
+        residual: Add the network's output to the last observed value (without
+            ``relative``, which implies it).
+        relative: Forecast relative to each window's last values (:class:`RelativeForecaster`).
+        linear: With ``relative``, add the least-squares linear autoregression.
         loss: ``mse``, ``mae`` or ``huber`` (on scaled values).
         **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
     """
@@ -88,6 +198,8 @@ class Forecasting(BaseTask):
         dropout: float = 0.0,
         network_options: Mapping[str, Any] | None = None,
         residual: bool = False,
+        relative: bool = False,
+        linear: bool = True,
         loss: str = "mse",
         **kwargs: Any,
     ) -> None:
@@ -113,6 +225,13 @@ class Forecasting(BaseTask):
         self.notes: list[str] = []
 
     def configure_model(self) -> nn.Module:
+        hp = self.hparams
+        net = self._net()
+        if hp.relative:
+            return RelativeForecaster(net, hp.num_targets, hp.lookback, hp.horizon, hp.linear)
+        return net
+
+    def _net(self) -> nn.Module:
         hp = self.hparams
         return build_forecast_net(
             hp.network,
@@ -145,11 +264,12 @@ class Forecasting(BaseTask):
     # -- units ---------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         """Scaled forecasts ``(N, horizon, num_targets)`` of windows ``(N, lookback,
-        num_inputs)``; with ``residual``, the network's output plus the last observed
-        (scaled) target values."""
+        num_inputs)``; with ``residual`` (and not ``relative``, whose model adds them
+        itself), the network's output plus the last observed (scaled) target values."""
+        hp = self.hparams
         out = self.model(x)
-        if self.hparams.residual:
-            out = out + x[:, -1:, : self.hparams.num_targets]
+        if hp.residual and not hp.relative:
+            out = out + x[:, -1:, : hp.num_targets]
         return out
 
     def unscale(self, values: Tensor) -> Tensor:
@@ -188,6 +308,22 @@ class Forecasting(BaseTask):
         """Keeps the raw (scaled) forecasts beside the batch's rows; ``on_test_epoch_end``
         unscales the gathered table for ``test_forecasts.csv`` and the plots."""
         self._test_rows[-1]["pred"] = output
+
+    def on_fit_start(self) -> None:
+        """With ``relative``: fit the linear part and the input spread on the training
+        windows (:meth:`RelativeForecaster.fit`) when training starts from scratch; a
+        resumed run keeps those of its checkpoint."""
+        super().on_fit_start()
+        model, trainer = self.model, self.trainer
+        if not isinstance(model, RelativeForecaster) or bool(model.fitted):
+            return
+        datamodule = trainer.datamodule
+        if datamodule is None or trainer.global_step > 0:
+            return
+        reduce = None
+        if trainer.world_size > 1:
+            reduce = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
+        model.fit(_flat_batches(datamodule.train_dataloader()), reduce)
 
     def on_test_epoch_start(self) -> None:
         self._test_rows = []

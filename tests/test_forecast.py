@@ -189,6 +189,21 @@ def test_monthly_data_infers_its_frequency_and_month_features(tmp_path):
     assert dm.season == 12 and dm.data_facts()["target_log"] is True
 
 
+@pytest.mark.parametrize(
+    ("freq", "calendar"),
+    [("D", ["day_of_week", "day_of_year"]), ("W-SUN", ["day_of_year"]), ("QS", ["month"])],
+)
+def test_auto_calendar_gives_the_position_in_the_year(tmp_path, freq, calendar):
+    """Daily, weekly and quarterly data see where in the year each step falls (a yearly
+    cycle longer than the window is otherwise invisible)."""
+    time = pd.date_range("2001-01-07", periods=120, freq=freq)
+    frame = pd.DataFrame({"when": time.strftime("%Y-%m-%d"), "load": np.arange(120.0)})
+    dm = datamodule(frame, tmp_path, lookback=8)
+    dm.setup("fit")
+    assert dm.fitted_state["calendar"] == calendar
+    assert dm.data_facts()["num_inputs"] == 1 + 2 * len(calendar)
+
+
 # -- splits, scaling and windows -----------------------------------------------------------
 def test_every_window_targets_only_its_own_period(tmp_path):
     dm = datamodule(hourly(300), tmp_path, horizon=5, val_fraction=0.2, test_fraction=0.2)
@@ -324,6 +339,7 @@ def test_a_model_worse_than_seasonal_naive_says_so(tmp_path):
             f"datamodule.path={csv}",
             "datamodule.target=demand",
             "task.lr=1e-7",  # an untrained network: the seasonal naive forecast must win
+            "task.relative=false",  # (a relative model starts from a least-squares fit)
             "debug=tiny",
             f"output_dir={tmp_path}",
         ],

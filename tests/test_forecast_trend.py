@@ -1,0 +1,160 @@
+"""Forecasting relative to the last value: trends and level shifts beyond the training range
+(the ``forecast_csv`` preset's default, ``task.relative``)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tasks.api import compose, run
+from tasks.forecast import Forecasting, RelativeForecaster
+from tasks.nets.forecast import build_forecast_net
+
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def trend_csv(path, steps: int = 500, slope: float = 0.5, noise: float = 2.0, seed: int = 0):
+    """A daily series: a straight line plus white noise."""
+    rng = np.random.default_rng(seed)
+    value = 200 + slope * np.arange(steps) + rng.normal(0, noise, steps)
+    time = pd.date_range("2020-01-01", periods=steps, freq="D")
+    pd.DataFrame({"date": time.strftime("%Y-%m-%d"), "value": value}).to_csv(path, index=False)
+    return path
+
+
+def monthly_sales_csv(path, years: int = 20, seed: int = 0):
+    """Monthly values: a trend, a yearly cycle and noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(12 * years)
+    value = 100 + 0.8 * t + 20 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 3, len(t))
+    time = pd.date_range("2000-01-01", periods=len(t), freq="MS").strftime("%Y-%m")
+    pd.DataFrame({"month": time, "sales": value}).to_csv(path, index=False)
+    return path
+
+
+def windows(series: torch.Tensor, lookback: int, horizon: int) -> tuple[torch.Tensor, ...]:
+    """Every window ``(N, lookback, 1)`` of a series and its next ``horizon`` values."""
+    x = series.unfold(0, lookback, 1)[: len(series) - lookback - horizon + 1]
+    y = series[lookback:].unfold(0, horizon, 1)
+    return x.unsqueeze(-1), y[: len(x)].unsqueeze(-1)
+
+
+def relative_model(lookback: int = 12, horizon: int = 3, targets: int = 1, inputs: int = 1):
+    net = build_forecast_net("lstm", inputs, horizon, targets, lookback, hidden_size=8)
+    return RelativeForecaster(net, targets, lookback, horizon)
+
+
+def test_the_linear_part_is_fitted_and_extrapolates_a_trend():
+    """Fitted on a noisy line, the forecast of windows ten times higher than any training
+    value is the line continued: the least-squares fit, with the network adding nothing."""
+    torch.manual_seed(0)
+    t = torch.arange(300, dtype=torch.float64)
+    train = (0.05 * t + 0.2 * torch.randn(300)).float()
+    model = relative_model()
+    x, y = windows(train, 12, 3)
+    model.fit([{"x": x[:100], "y": y[:100]}, (x[100:], y[100:])])  # dicts or tuples
+    assert bool(model.fitted)
+    # the spread is the RMS change from the last value over the training windows
+    change = x - x[:, -1:]
+    assert float(model.spread) == pytest.approx(float(change.pow(2).mean().sqrt()), rel=1e-4)
+    far = 0.05 * torch.arange(3000, 3040, dtype=torch.float32)  # steps 3000-3039, no noise
+    fx, fy = windows(far, 12, 3)
+    with torch.no_grad():
+        pred = model(fx)
+        assert torch.equal(model.net(fx), torch.zeros_like(pred))  # the head starts at zero
+    error = (pred - fy).abs().max()
+    assert error < 0.1, error  # the noise sd is 0.2; the level is ~150, training went to ~15
+
+
+def test_relative_forecasts_move_with_the_level():
+    """Adding a constant to a window's targets adds it to the forecast and changes nothing
+    else, whatever the weights: the level never reaches the network."""
+    torch.manual_seed(1)
+    model = relative_model(targets=2, inputs=3)
+    for p in model.parameters():
+        torch.nn.init.normal_(p)
+    x = torch.randn(5, 12, 3)
+    shift = torch.tensor([100.0, -7.0, 0.0])  # the third input is a covariate: not shifted
+    with torch.no_grad():
+        moved = model(x + shift)
+        np.testing.assert_allclose(moved - shift[:2], model(x), atol=1e-3)
+
+
+def test_the_fit_sums_windows_over_processes():
+    """``reduce`` sums the statistics over ranks: two ranks with the same windows give the
+    fit of one."""
+    torch.manual_seed(2)
+    series = torch.randn(200).cumsum(0)
+    x, y = windows(series, 12, 3)
+    one, two = relative_model(), relative_model()
+    one.fit([(x, y)])
+    two.fit([(x, y)], reduce=lambda t: 2 * t)
+    assert torch.allclose(one.weight, two.weight, atol=1e-5)
+    assert torch.allclose(one.spread, two.spread)
+
+
+def test_a_fitted_model_is_not_refitted_when_training_resumes():
+    task = Forecasting(lookback=12, horizon=3, relative=True)
+    assert isinstance(task.model, RelativeForecaster)
+    state = task.state_dict()
+    assert {"model.weight", "model.bias", "model.spread", "model.fitted"} <= set(state)
+    task.model.fitted.fill_(True)  # as a checkpoint restores it
+
+    def refuse():
+        raise AssertionError("the training windows were read again")
+
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_dataloader=refuse), global_step=0)
+    task.trainer = trainer
+    task.on_fit_start()
+    restored = Forecasting(lookback=12, horizon=3, relative=True)
+    restored.load_state_dict(task.state_dict())
+    assert bool(restored.model.fitted)
+    plain = Forecasting(lookback=12, horizon=3)
+    assert not isinstance(plain.model, RelativeForecaster)  # off unless asked for
+
+
+def _fit(tmp_path, csv, target, *overrides) -> tuple[dict, pd.DataFrame]:
+    out = tmp_path / "run"
+    summary = run(
+        compose(
+            "forecast_csv",
+            [
+                f"datamodule.path={csv}",
+                f"datamodule.target={target}",
+                "trainer.max_epochs=3",
+                *QUIET,
+                *overrides,
+                f"output_dir={out}",
+            ],
+        )
+    )
+    return summary, pd.read_csv(out / "test_forecasts.csv")
+
+
+def test_the_default_preset_forecasts_a_trend_beyond_the_training_range(tmp_path):
+    csv = trend_csv(tmp_path / "trend.csv")
+    series = pd.read_csv(csv)["value"]
+    summary, table = _fit(tmp_path, csv, "value")
+    train_top = series.iloc[: int(0.7 * len(series))].max()
+    assert table.truth.min() > train_top  # the test period lies above anything trained on
+    assert table.forecast.min() > train_top  # and so do the forecasts
+    mae = summary["metrics"]["test/mae"]
+    assert mae < 0.01 * (series.max() - series.min())  # within 1 % of the series' range
+    assert mae < 1.5 * 2.0  # about the noise (sd 2): the trend itself is forecast
+    assert summary["metrics"]["test/skill_vs_naive"] > 0  # naive misses the slope
+    # a network on standardised levels cannot leave the training range
+    levels, _ = _fit(tmp_path / "levels", csv, "value", "task.relative=false")
+    assert levels["metrics"]["test/mae"] > 5 * mae
+
+
+def test_the_default_preset_beats_both_naive_forecasts_on_trend_and_season(tmp_path):
+    csv = monthly_sales_csv(tmp_path / "sales.csv")
+    summary, _ = _fit(tmp_path, csv, "sales")
+    metrics = summary["metrics"]
+    assert metrics["test/skill"] > 0.3, metrics  # vs seasonal naive (a year of trend behind)
+    assert metrics["test/skill_vs_naive"] > 0.3, metrics  # vs naive (misses the cycle)
+    assert "The model beats the seasonal naive" in summary["notes"][0]
