@@ -28,8 +28,8 @@ Train, test and save a preset's model; everything is a Hydra override, e.g.
       datamodule.predict_path=new_rows.csv
   python -m tasks +task=breast_cancer_mlp debug=tiny        # a fast end-to-end check
   python -m tasks +task=breast_cancer_mlp --cfg job          # print the composed config
-Groups: trainer (default, cpu, gpu, gpu_bf16, gpu_fp16, ddp, ddp_cpu), logger (csv, tensorboard, mlflow,
-none), callbacks (default, none), debug (fdr, tiny), experiment.
+Groups: trainer (default, cpu, gpu, gpu_bf16, gpu_fp16, ddp, ddp_cpu), logger (csv,
+tensorboard, mlflow, none), callbacks (default, none), debug (fdr, tiny), experiment.
 """
 
 
