@@ -189,7 +189,7 @@ def test_every_section_is_there_and_every_plot_is_embedded(preset, copy_of):
 def test_test_metrics_are_the_summarys_beside_their_baselines(preset, runs):
     summary = json.loads((runs[preset] / "summary.json").read_text())
     text, page = _report(runs[preset])
-    expected = {**summary["metrics"], **summary.get("baseline", {})}
+    expected = {**summary["metrics"], **summary.get("baseline", {}), **summary.get("peers", {})}
     assert any(k.startswith("test/") for k in expected)
     assert set(page.cells) == set(expected)
     for key, value in expected.items():
@@ -276,6 +276,9 @@ def test_data_findings_come_from_doctor_json_most_serious_first_and_escaped(copy
 
 def test_without_doctor_json_the_section_says_so_and_shows_data_warnings(copy_of):
     folder = copy_of("iris_mlp")
+    assert (folder / "doctor.json").is_file()  # every training run writes the findings
+    for name in ("doctor.json", "doctor.md"):  # as a run folder of an older version has none
+        (folder / name).unlink()
     text, page = _report(folder)
     assert "did not run" in page.section(text, "Data findings")
     summary = json.loads((folder / "summary.json").read_text())
