@@ -100,7 +100,15 @@ def peer_scores(
                 f"the peer budget ({budget_s:g} s)"
             )
             continue
-        scores[name] = _score(task, kind, fit_predict(make()), datamodule)
+        try:
+            scores[name] = _score(task, kind, fit_predict(make()), datamodule)
+        except (ValueError, RuntimeError, TypeError, IndexError) as exc:
+            # e.g. a plugin task whose metrics take another output shape (quantiles)
+            reason = " ".join(str(exc).split())[:160]
+            notes.append(
+                f"peer {name} skipped: its predictions do not fit the task's metrics "
+                f"({type(exc).__name__}: {reason})"
+            )
     for name, values in scores.items():
         result["metrics"].update({f"peer/{name}/{k}": v for k, v in values.items()})
     main = getattr(task, "main_metric", "acc")
