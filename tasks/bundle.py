@@ -317,21 +317,6 @@ def compare_records(
 
 
 # -- export --------------------------------------------------------------------------------
-def _versions() -> dict[str, str]:
-    import platform
-
-    import lightning
-
-    import tasks
-
-    return {
-        "lightning-tasks": tasks.__version__,
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def describe_classes(task: nn.Module, datamodule: Any) -> dict[str, Any]:
     """``model.json``: how to rebuild the task and the datamodule (registry names where they
     are registered, else their import paths) from their constructor arguments."""
@@ -355,6 +340,19 @@ def describe_classes(task: nn.Module, datamodule: Any) -> dict[str, Any]:
         "datamodule_class": _qualname(type(datamodule)),
         "datamodule_arguments": dm_args,
     }
+
+
+def _run_versions(model: dict[str, Any]) -> dict[str, str]:
+    """What a run's summary.json records (``tasks._runner._versions``), with the
+    distributions of the bundle's task and datamodule (a plugin's version, say)."""
+    from tasks._runner import _versions
+
+    entries = [
+        _registry.get(kind, model[kind])
+        for kind in ("task", "datamodule")
+        if model[kind] in _registry.entries(kind)
+    ]
+    return _versions(entries)
 
 
 def _restore(checkpoint: dict[str, Any], cfg: Any, ckpt: Path) -> tuple[Any, Any, dict]:
@@ -487,7 +485,7 @@ def write_bundle(
         write_text_atomic(staging / "config.yaml", config)
         manifest: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
-            "versions": _versions(),
+            "versions": _run_versions(model),
             "task": model["task"],
             "datamodule": model["datamodule"],
             "preset": None,
