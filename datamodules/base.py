@@ -347,6 +347,78 @@ class BaseDataModule(L.LightningDataModule):
             )
         return fold_split(train_rows, test_rows, val_fraction, seed, stratify=stratify)
 
+    def fold_periods(self, n: int, val_fraction: float) -> dict[str, tuple[int, int]] | None:
+        """The fold set by :meth:`use_fold` as time periods of ``n`` steps in time order:
+        ``{"train": (0, v), "val": (v, t), "test": (t, e)}`` (steps ``[a, b)``), the last
+        ``val_fraction`` of the fold's training steps validating; None without a fold.
+
+        For datamodules of one series (``cv_rows`` with ``ordered=True``), whose folds
+        chain forward: the training steps are every step before the test block.
+
+        Raises:
+            DataError: the fold is not an earlier period followed by a test block (the
+                splitter was not forward-chaining), or names steps outside the data.
+        """
+        if self.fold is None:
+            return None
+        train_rows, test_rows = self.fold
+        every = np.concatenate([train_rows, test_rows])
+        if len(every) and (every.min() < 0 or every.max() >= n):
+            raise DataError(
+                f"{type(self).__name__}: the cross-validation fold names steps outside the "
+                f"{n} steps of the series (did the data change since cv_rows()?)"
+            )
+        end = len(train_rows)
+        test_end = end + len(test_rows)
+        if not (
+            np.array_equal(np.sort(train_rows), np.arange(end))
+            and np.array_equal(np.sort(test_rows), np.arange(end, test_end))
+        ):
+            raise DataError(
+                f"{type(self).__name__}: a fold of a series must train on every step before "
+                "its test block (forward-chaining); use cv.strategy=forward"
+            )
+        train, val, _ = fold_split(train_rows, test_rows, val_fraction, 0, ordered=True)
+        cut = len(train)
+        return {"train": (0, cut), "val": (cut, end), "test": (end, test_end)}
+
+    def use_test_for_predict(self) -> None:
+        """Make the test split (a cross-validation fold's test rows) the predict data, so
+        that :meth:`fold_predictions` can describe the fold's model on them.
+
+        The default takes the inputs of ``test_data`` (every tensor but the last, the
+        target). A datamodule whose test batches are built otherwise (windows gathered by
+        a collate function) overrides this and :meth:`fold_predictions`.
+
+        Called by:
+            ``tasks.cv`` after a fold has trained and tested, on the fold's datamodule.
+        """
+        self.predict_data = tuple(self.test_data[:-1])
+        if hasattr(self, "predict_names"):
+            self.predict_names = []
+
+    def fold_predictions(self, outputs: dict[str, Tensor], rows: np.ndarray) -> pd.DataFrame:
+        """The out-of-fold predictions of a fold: :meth:`predictions_frame` of the outputs
+        for the data :meth:`use_test_for_predict` set up, with a first column ``row``
+        naming the row (of :meth:`cv_rows`) that each line predicts.
+
+        Args:
+            outputs: The task's predict outputs, concatenated over batches.
+            rows: The fold's test rows, in order.
+
+        Raises:
+            DataError: the predictions are not one per test row (``setup_fit`` did not make
+                the fold's test rows the test split).
+        """
+        frame = self.predictions_frame(outputs)
+        if len(frame) != len(rows):
+            raise DataError(
+                f"{type(self).__name__}: {len(frame)} predictions for the fold's {len(rows)} "
+                "test rows; its setup_fit must make the fold's test rows the test split"
+            )
+        frame.insert(0, "row", rows)
+        return frame
+
     def _cv_labels(self, labels: Any, n: int, groups: str | None) -> CVRows:
         """A :class:`CVRows` of ``n`` unordered, labelled rows, for datamodules without
         table columns to group by."""

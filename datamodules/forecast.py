@@ -15,7 +15,7 @@ from pandas.tseries.frequencies import to_offset
 from torch import Tensor
 
 from datamodules._table_prep import DataWarning, check_frame, read_table, require_columns
-from datamodules.base import BaseDataModule
+from datamodules.base import BaseDataModule, CVRows
 from tasks.errors import ConfigError, DataError, did_you_mean
 
 #: Bundled series (``datamodule.dataset=NAME``): file, time column, target column.
@@ -481,8 +481,12 @@ class ForecastDataModule(BaseDataModule):
                 )
             return found
 
-        test = position("test_start") if hp.test_start else n - int(round(hp.test_fraction * n))
-        val = position("val_start") if hp.val_start else test - int(round(hp.val_fraction * n))
+        periods = self.fold_periods(n, hp.val_fraction)
+        if periods is not None:  # a cross-validation fold: steps after its test block unused
+            val, test, n = periods["val"][0], periods["test"][0], periods["test"][1]
+        else:
+            test = position("test_start") if hp.test_start else n - round(hp.test_fraction * n)
+            val = position("val_start") if hp.val_start else test - round(hp.val_fraction * n)
         if not 0 < val <= test <= n:
             raise ConfigError(
                 f"the validation period must start after the training period and before the "
@@ -638,6 +642,47 @@ class ForecastDataModule(BaseDataModule):
             self.future_time = pd.Index(last + freq * np.arange(1, hp.horizon + 1))
         else:
             self.future_time = pd.date_range(last, periods=hp.horizon + 1, freq=freq)[1:]
+
+    # -- cross-validation ------------------------------------------------------------------
+    def cv_rows(self, groups: str | None = None) -> CVRows:
+        """The steps of the series on its time grid, in time order: folds chain forward
+        (each fold trains on every step before its test block, validating on the last
+        ``val_fraction`` of them)."""
+        if groups is not None:
+            raise ConfigError(
+                f"cv.groups={groups!r}: a forecasting datamodule holds one series and its "
+                "folds are periods of time; drop cv.groups"
+            )
+        return CVRows(len(self._read()["time"]), None, None, True)
+
+    def use_test_for_predict(self) -> None:
+        """The test windows' inputs (each forecast from its own ``lookback`` steps)."""
+        starts = self.test_data[0]
+        windows = self.series.unfold(0, self.hparams.lookback, 1)[starts]
+        self.predict_data = (windows.transpose(1, 2).contiguous(),)
+        self.fold_starts = starts.numpy()
+
+    def fold_predictions(self, outputs: dict[str, Tensor], rows: np.ndarray) -> pd.DataFrame:
+        """One line per test window and step ahead: ``row`` (the step forecast), ``origin``
+        (the window's first forecast step), ``step``, ``time`` and each target's forecast
+        and actual value (original units), sorted by ``row`` then ``step``."""
+        hp = self.hparams
+        pred = outputs["pred"].detach().float().cpu().numpy()  # (windows, horizon, targets)
+        origin = np.repeat(self.fold_starts + hp.lookback, hp.horizon)
+        step = np.tile(np.arange(1, hp.horizon + 1), len(self.fold_starts))
+        row = origin + step - 1
+        if len(pred) != len(self.fold_starts) or not np.isin(row, rows).all():
+            raise DataError(
+                f"{type(self).__name__}: the fold's forecasts do not fall in its test steps"
+            )
+        values = self.source["values"]
+        frame = pd.DataFrame(
+            {"row": row, "origin": origin, "step": step, "time": self.time[row].astype(str)}
+        )
+        for j, name in enumerate(self.targets):
+            frame[name] = pred[:, :, j].reshape(-1)
+            frame[f"{name}_actual"] = values[row, j]
+        return frame.sort_values(["row", "step"], kind="stable").reset_index(drop=True)
 
     # -- bundles ---------------------------------------------------------------------------
     input_kind = "series"

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from datamodules._table_prep import read_table, require_columns
-from datamodules.base import BaseDataModule
+from datamodules.base import BaseDataModule, CVRows
 from datamodules.sequence import interpolate_gaps
 from tasks.errors import ConfigError, DataError
 
@@ -177,26 +177,39 @@ class SeriesDataModule(BaseDataModule):
             raise DataError(f"{type(self).__name__}: call setup('fit') first")
         return {"in_channels": len(self.fitted_state["columns"]), "window": self.hparams.window}
 
-    def setup_fit(self) -> None:
-        hp = self.hparams
+    def _training_series(self) -> dict[str, Any]:
+        """The series to train on: ``path`` or :meth:`load_frame`, read by :meth:`_frame`."""
         own = self._overrides("load_frame")
-        data = self._frame(
-            self.load_frame() if own else hp.path,
+        return self._frame(
+            self.load_frame() if own else self.hparams.path,
             f"{type(self).__name__}.load_frame()" if own else "datamodule.path",
         )
+
+    def setup_fit(self) -> None:
+        hp = self.hparams
+        data = self._training_series()
         n = data["values"].shape[1]
-        n_test = int(round(hp.test_fraction * n))
-        n_val = int(round(hp.val_fraction * n))
-        bounds = {
-            "train": (0, n - n_val - n_test),
-            "val": (n - n_val - n_test, n - n_test),
-            "test": (n - n_test, n),
-        }
+        bounds = self.fold_periods(n, hp.val_fraction)
+        if bounds is None:
+            n_test = int(round(hp.test_fraction * n))
+            n_val = int(round(hp.val_fraction * n))
+            bounds = {
+                "train": (0, n - n_val - n_test),
+                "val": (n - n_val - n_test, n - n_test),
+                "test": (n - n_test, n),
+            }
+        elif 0 < bounds["test"][1] - bounds["test"][0] < hp.window:
+            a, b = bounds["test"]
+            raise DataError(
+                f"a cross-validation fold tests {b - a} steps, fewer than one window "
+                f"({hp.window}); use fewer cv.folds or a smaller datamodule.window"
+            )
         for split, (a, b) in bounds.items():
             if split != "test" and b - a < hp.window:
                 raise DataError(
                     f"the {split} part has {b - a} steps, fewer than one window "
                     f"({hp.window}); use a longer series or other fractions"
+                    + (" (or fewer cv.folds)" if self.fold is not None else "")
                 )
         a, b = bounds["train"]
         train = data["values"][:, a:b]
@@ -250,6 +263,24 @@ class SeriesDataModule(BaseDataModule):
             "time": data["time"],
         }
         self.predict_data = (self._windows(values, starts),)
+
+    # -- cross-validation ------------------------------------------------------------------
+    def cv_rows(self, groups: str | None = None) -> CVRows:
+        """The steps of the series, in time order: folds chain forward (each trains on
+        every step before its test block; the last ``val_fraction`` of them set the
+        threshold)."""
+        if groups is not None:
+            raise ConfigError(
+                f"cv.groups={groups!r}: a series datamodule holds one series and its folds "
+                "are periods of time; drop cv.groups"
+            )
+        data = self._training_series()
+        return CVRows(data["values"].shape[1], None, None, True)
+
+    def use_test_for_predict(self) -> None:
+        """The test part's windows, scored step by step as ``predictions_frame`` does."""
+        self.parts["predict"] = self.parts["test"]
+        self.predict_data = (self.test_data[0],)
 
     # -- bundles ---------------------------------------------------------------------------
     input_kind = "series"

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tasks import _runner
 from tasks._console import say
 from tasks._files import ensure_folder, previous_run, write_csv, write_json
-from tasks.errors import ConfigError, DataError
+from tasks.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -270,17 +270,10 @@ def _fold_config(cfg: DictConfig, folder: Path, **settings: Any) -> DictConfig:
 
 
 def _predict_test_rows(run: Any, rows: np.ndarray) -> pd.DataFrame:
-    """The fold's model on the fold's test rows, as ``predictions_frame`` writes them."""
+    """The fold's model on the fold's test rows, as the datamodule's ``fold_predictions``
+    describes them (a ``row`` column first)."""
     datamodule = run.datamodule
-    inputs = tuple(datamodule.test_data[:-1])  # (*inputs, target): the inputs
-    if len(inputs[0]) != len(rows):
-        raise DataError(
-            f"{type(datamodule).__name__}: {len(inputs[0])} test rows in the fold, expected "
-            f"{len(rows)}; its setup_fit must make the fold's test rows the test split"
-        )
-    datamodule.predict_data = inputs
-    if hasattr(datamodule, "predict_names"):
-        datamodule.predict_names = []
+    datamodule.use_test_for_predict()
     # a trainer of its own: the run's one would set its datamodule up for predict_path
     trainer = L.Trainer(
         accelerator=run.trainer.accelerator,
@@ -292,10 +285,7 @@ def _predict_test_rows(run: Any, rows: np.ndarray) -> pd.DataFrame:
         enable_model_summary=False,
     )
     batches = trainer.predict(run.task, dataloaders=datamodule.predict_dataloader())
-    outputs = _runner._collate_predictions(batches)
-    frame = datamodule.predictions_frame(outputs)
-    frame.insert(0, "row", rows)
-    return frame
+    return datamodule.fold_predictions(_runner._collate_predictions(batches), rows)
 
 
 def _run_fold(

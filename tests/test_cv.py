@@ -13,7 +13,7 @@ from datamodules.base import BaseDataModule, CVRows, fold_split
 from datamodules.tabular import TabularDataModule
 from tasks.api import compose, run
 from tasks.cv import Options, choose_strategy, make_splits, read_options
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, DataError
 from tests.conftest import make_table
 
 FAST = [
@@ -204,3 +204,106 @@ def test_a_fold_sets_up_its_rows_only(table):
     assert len(dm.test_data[-1]) == 20
     assert len(dm.train_data[-1]) + len(dm.val_data[-1]) == 40
     assert dm.test_rows.index.tolist() == list(range(20))
+
+
+# -- series in time order: forward-chaining folds ------------------------------------------
+def hourly(steps: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    hours = np.arange(steps)
+    value = 10 + 0.01 * hours + np.sin(2 * np.pi * hours / 24) + rng.normal(0, 0.1, steps)
+    time = pd.date_range("2024-03-04", periods=steps, freq="h").strftime("%Y-%m-%d %H:%M")
+    return pd.DataFrame({"when": time, "load": value})
+
+
+def test_a_forecasting_fold_never_trains_on_a_later_time_than_it_tests(tmp_path):
+    from datamodules.forecast import ForecastDataModule
+
+    frame = hourly(300)
+    frame.to_csv(tmp_path / "series.csv", index=False)
+    dm = ForecastDataModule(path=str(tmp_path / "series.csv"), lookback=24, horizon=3)
+    rows = dm.cv_rows()
+    assert rows == CVRows(300, None, None, True)
+    dm.use_fold(np.arange(150), np.arange(150, 200))
+    dm.setup("fit")
+    assert dm.bounds == {"train": (0, 128), "val": (128, 150), "test": (150, 200)}
+    last_train_target = dm.train_data[0].max().item() + 24 + 3 - 1
+    assert last_train_target < 128  # every training target lies before validation
+    test_targets = dm.test_data[0].numpy()[:, None] + 24 + np.arange(3)
+    assert test_targets.min() == 150 and test_targets.max() == 199  # inside the test block
+    # the scaler saw the training period only (log-free, standard scaling)
+    assert dm.fitted_state["center"][0] == pytest.approx(frame["load"][:128].mean())
+
+    shuffled = ForecastDataModule(path=str(tmp_path / "series.csv"), lookback=24)
+    shuffled.use_fold(np.r_[0:100, 150:200], np.arange(100, 150))
+    with pytest.raises(DataError, match="every step before its test block"):
+        shuffled.setup("fit")
+    with pytest.raises(ConfigError, match="cv.groups='site'"):
+        dm.cv_rows("site")
+
+
+def test_a_series_fold_scores_its_test_block_only(tmp_path):
+    from datamodules.series import SyntheticSeriesDataModule
+
+    dm = SyntheticSeriesDataModule(steps=2000, window=32, val_fraction=0.2)
+    assert dm.cv_rows() == CVRows(2000, None, None, True)
+    dm.use_fold(np.arange(1000), np.arange(1000, 1500))
+    dm.setup("fit")
+    steps = {split: [int(t) for t in dm.parts[split]["time"]] for split in dm.parts}
+    assert steps["train"] == list(range(800))  # the scaler and the model: before validation
+    assert steps["val"] == list(range(800, 1000))  # the threshold: the last 0.2 of them
+    assert steps["test"] == list(range(1000, 1500))
+    frame = dm.load_frame()
+    assert dm.fitted_state["mean"][0] == pytest.approx(frame["value"][:800].mean())
+
+    small = SyntheticSeriesDataModule(steps=2000, window=32)
+    small.use_fold(np.arange(1000), np.arange(1000, 1010))
+    with pytest.raises(DataError, match="tests 10 steps, fewer than one window"):
+        small.setup("fit")
+
+
+def test_forecasting_cv_chains_forward_end_to_end(tmp_path):
+    frame = hourly(400)
+    frame.to_csv(tmp_path / "series.csv", index=False)
+    folder = tmp_path / "run"
+    overrides = [
+        f"datamodule.path={tmp_path / 'series.csv'}",
+        "datamodule.target=load",
+        "datamodule.horizon=2",
+        "mode=cv",
+        f"output_dir={folder}",
+        *FAST,
+    ]
+    summary = run("forecast_csv", overrides)
+    assert summary["cv"]["strategy"] == "forward" and summary["cv"]["folds"] == 5
+    folds = pd.read_csv(folder / "cv_folds.csv")
+    oof = pd.read_csv(folder / "oof_predictions.csv")
+    assert oof[["row", "step"]].equals(oof.sort_values(["row", "step"])[["row", "step"]])
+    for k in range(5):
+        test_rows = folds.loc[folds["fold"] == k, "row"].to_numpy()
+        ckpt = torch.load(folder / f"fold_{k}" / "checkpoints" / "best.ckpt", weights_only=True)
+        center = ckpt["ForecastDataModule"]["center"][0]
+        start = test_rows.min()
+        assert folds.loc[folds["row"] < start, "fold"].lt(k).all()  # earlier blocks only
+        # scaled with the steps before validation (the last 0.15 before the test block)
+        cut = start - round(0.15 * start)
+        assert center == pytest.approx(frame["load"][:cut].mean())
+        mine = oof[oof["fold"] == k]
+        assert mine["row"].between(test_rows.min(), test_rows.max()).all()
+        assert (mine["origin"] >= test_rows.min()).all()
+        assert np.allclose(mine["load_actual"], frame["load"].to_numpy()[mine["row"]])
+    results = pd.read_csv(folder / "cv_results.csv")
+    assert len(results) == 5 and "test/mae" in results.columns
+
+
+def test_series_anomaly_cv_scores_every_test_step_once(tmp_path):
+    folder = tmp_path / "run"
+    overrides = ["datamodule.steps=3000", "mode=cv", "cv.folds=3", f"output_dir={folder}", *FAST]
+    summary = run("series_autoencoder", overrides)
+    assert summary["cv"]["strategy"] == "forward"
+    folds = pd.read_csv(folder / "cv_folds.csv")
+    oof = pd.read_csv(folder / "oof_predictions.csv")
+    assert oof["row"].tolist() == folds["row"].tolist()  # one score per tested step, in order
+    assert oof["row"].min() == 3000 - 3 * 750 and oof["row"].max() == 2999
+    assert oof["time"].tolist() == oof["row"].tolist()  # the generated series' own step index
+    assert set(oof["anomaly"]) <= {0, 1} and np.isfinite(oof["score"]).all()
+    assert "label" in oof.columns
