@@ -679,13 +679,29 @@ class TablePreprocessor:
                 found[col] = unseen
         return found
 
-    def transform(self, frame: pd.DataFrame, where: str) -> tuple[Tensor, Tensor]:
+    def _raw_numbers(self, frame: pd.DataFrame, where: str) -> np.ndarray:
         s = self.state
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             raise missing_column_error(where, missing, list(frame.columns))
         expanded = expand_dates(frame, s.get("dates", {}), where)
-        values = self._numeric_values(expanded, s["numeric"], where)
+        return self._numeric_values(expanded, s["numeric"], where)
+
+    def raw_inputs(self, frame: pd.DataFrame, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """What a bundle's ONNX graph takes for ``frame`` (it does the rest of
+        :meth:`transform` itself): the numeric columns (``state["numeric"]``, dates as their
+        calendar columns) as float64 in original units with NaN for missing values, and the
+        category codes of the one-hot then the embedded columns as int64 (``1 +`` the
+        position in ``state["categories"]``, ``0`` for unknown or missing)."""
+        s = self.state
+        numbers = self._raw_numbers(frame, where)
+        codes = [self._codes(frame, c) for c in (*s["onehot"], *s["embedded"])]
+        stacked = np.stack(codes, axis=1) if codes else np.zeros((len(frame), 0), np.int64)
+        return numbers, stacked
+
+    def transform(self, frame: pd.DataFrame, where: str) -> tuple[Tensor, Tensor]:
+        s = self.state
+        values = self._raw_numbers(frame, where)
         values = _apply_log1p(values, np.isin(s["numeric"], s.get("log1p", [])))
         gaps = np.isnan(values)
         values = np.where(gaps, np.asarray(s["fill"]), values)

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
 from torch import Tensor
 
 # TensorLoader lives in the leaf module that tasks share; this stays its documented import path
@@ -409,6 +410,10 @@ class BaseDataModule(L.LightningDataModule):
         Raises:
             DataError: the predictions are not one per test row (``setup_fit`` did not make
                 the fold's test rows the test split).
+
+        Called by:
+            ``tasks.cv``, once per fold, after :meth:`use_test_for_predict` and the fold
+            model's predict loop; the lines go to ``oof.csv`` and ``oof_predictions.csv``.
         """
         frame = self.predictions_frame(outputs)
         if len(frame) != len(rows):
@@ -552,6 +557,25 @@ class BaseDataModule(L.LightningDataModule):
                 self.setup("predict")  # what mode=predict runs (some override setup itself)
             finally:
                 self.hparams["predict_path"] = previous
+
+    def input_encoder(self) -> torch.nn.Module | None:
+        """The numeric part of this datamodule's encoding as a torch module, for an ONNX
+        graph that starts from raw values (see :mod:`datamodules._graph`).
+
+        Returns:
+            An :class:`~datamodules._graph.InputEncoder` built from ``fitted_state``: its
+            ``forward`` maps raw inputs (original units, NaN for missing, category codes)
+            to the encoded inputs of ``predict_data``, its ``raw`` maps encoded inputs
+            back, and its ``describe`` says what each raw input holds. None (the default)
+            when the graph takes the encoded inputs as they are (token ids, uint8 pixels
+            that the task normalises itself).
+
+        Called by:
+            ``tasks.bundle.export_bundle`` with ``onnx=True`` (the graph is the encoder
+            followed by the task's predict step) and ``tasks.load_bundle`` with
+            ``backend="onnx"``, after the fitted state was restored.
+        """
+        return None
 
     # -- loaders -------------------------------------------------------------------------
     def collate(self, stage: str) -> Callable[[tuple[Tensor, ...]], Any] | None:

@@ -687,6 +687,13 @@ class ForecastDataModule(BaseDataModule):
     # -- bundles ---------------------------------------------------------------------------
     input_kind = "series"
 
+    def input_encoder(self) -> torch.nn.Module:
+        """The log of the targets (``log_target``) and the scaling in the graph; the
+        calendar features of the timestamps are computed outside it."""
+        from datamodules._graph import ForecastEncoder
+
+        return ForecastEncoder(self.fitted_state)
+
     def input_signature(self) -> dict[str, Any]:
         hp, state = self.hparams, self.fitted_state
         return {

@@ -405,6 +405,18 @@ class SequenceDataModule(BaseDataModule):
     # -- bundles ---------------------------------------------------------------------------
     input_kind = "sequence"
 
+    def input_encoder(self) -> torch.nn.Module | None:
+        """The normalisation (``global`` or ``per_sequence``) in the graph."""
+        from datamodules._graph import AffineEncoder
+
+        holds = "sequences (N, channels, steps), original units"
+        normalize = self.hparams.normalize
+        if normalize == "global":
+            return AffineEncoder(self.fitted_state["mean"], self.fitted_state["std"], 1, holds)
+        if normalize == "per_sequence":
+            return AffineEncoder([], [], 1, holds, per_row=True)
+        return None
+
     def input_signature(self) -> dict[str, Any]:
         self._require_fitted()
         s = self.fitted_state

@@ -285,6 +285,15 @@ class SeriesDataModule(BaseDataModule):
     # -- bundles ---------------------------------------------------------------------------
     input_kind = "series"
 
+    def input_encoder(self) -> torch.nn.Module:
+        """The per-channel standardisation of the windows in the graph."""
+        from datamodules._graph import AffineEncoder
+
+        state = self.fitted_state
+        return AffineEncoder(
+            state["mean"], state["std"], 1, "windows (N, channels, window), original units"
+        )
+
     def input_signature(self) -> dict[str, Any]:
         hp = self.hparams
         return {

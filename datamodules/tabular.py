@@ -531,6 +531,13 @@ class TabularDataModule(BaseDataModule):
     # -- bundles ---------------------------------------------------------------------------
     input_kind = "record"
 
+    def input_encoder(self) -> torch.nn.Module:
+        """Imputation, missing indicators, ``log1p``, standardisation and one-hot encoding
+        in the graph; category names stay outside (the graph takes their codes)."""
+        from datamodules._graph import TableEncoder
+
+        return TableEncoder(self.prep.state)
+
     def input_signature(self) -> dict[str, Any]:
         self._require_fitted()
         state = self.prep.state

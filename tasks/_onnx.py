@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tasks.bundle import ATOL, PARITY_ROWS, RTOL, PredictGraph, Predictor, batch_inputs
 from tasks.errors import DataError
@@ -33,16 +33,35 @@ def _session(path: Path) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxGraph:
-    """``model.onnx`` run by onnxruntime, called like the torch predict step: tensors in,
-    a dict of named tensors out."""
+class EncodedGraph(nn.Module):
+    """The datamodule's input encoder followed by the task's predict step: what
+    ``model.onnx`` holds when the datamodule has an encoder (raw values in)."""
 
-    def __init__(self, path: Path, outputs: list[str]) -> None:
+    def __init__(self, encoder: nn.Module, graph: PredictGraph) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.predict = graph  # not "graph": the exporter's FX modules reserve that name
+        self.keys = graph.keys
+
+    def forward(self, *raw: Tensor) -> tuple[Tensor, ...]:
+        encoded = self.encoder(*raw)
+        return self.predict(*(encoded if isinstance(encoded, tuple) else (encoded,)))
+
+
+class OnnxGraph:
+    """``model.onnx`` run by onnxruntime, called like the torch predict step: the encoded
+    tensors of the datamodule in (turned into raw values by ``encoder`` when the graph
+    starts from them), a dict of named tensors out."""
+
+    def __init__(self, path: Path, outputs: list[str], encoder: nn.Module | None = None) -> None:
         self.session = _session(path)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = list(outputs)
+        self.encoder = encoder
 
     def __call__(self, *inputs: Tensor) -> dict[str, Tensor]:
+        if self.encoder is not None:
+            inputs = self.encoder.raw(*inputs)
         # inputs are named input_<position>; the exporter drops those the graph never reads
         # (e.g. the empty categorical block of a table without categories)
         positions = [int(name.rsplit("_", 1)[1]) for name in self.inputs]
@@ -199,24 +218,40 @@ def export_onnx(predictor: Predictor, path: Path, example_inputs: Any) -> dict[s
     inputs = _sample_inputs(predictor, example_inputs)
     with torch.inference_mode():
         keys = list(predictor.task.predict_step(inputs, 0))
-    graph = PredictGraph(predictor.task.eval(), keys)
+    # eval mode throughout: an exporter may set every submodule to its wrapper's mode
+    graph: nn.Module = PredictGraph(predictor.task.eval(), keys).eval()
+    encoder = predictor.datamodule.input_encoder()
+    lengths = tuple(getattr(predictor.datamodule, "variable_length_inputs", ()))
+    graph_inputs = inputs
+    if encoder is not None:  # the graph starts from raw values
+        graph = EncodedGraph(encoder, graph).eval()
+        graph_inputs, lengths = tuple(encoder.raw(*inputs)), ()
     try:
         with warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")
-            lengths = tuple(getattr(predictor.datamodule, "variable_length_inputs", ()))
-            exporter = _export(graph, inputs, path, lengths)
+            exporter = _export(graph, graph_inputs, path, lengths)
     except Exception as exc:
         reason = " ".join(str(exc).split())[:300]
         raise DataError(
             f"ONNX export of {type(predictor.task).__name__} failed: {reason}"
         ) from None
-    runtime = OnnxGraph(path, keys)
+    runtime = OnnxGraph(path, keys, encoder)
     report = parity(predictor, runtime, [inputs, *_parity_batches(predictor, len(inputs))])
+    described = encoder.describe() if encoder is not None else [{} for _ in graph_inputs]
     return {
         "exporter": exporter,
+        # the inputs start from raw values (the encoder's statistics are in the graph)
+        "raw_inputs": encoder is not None,
         "inputs": [
-            {"name": n, "dtype": str(x.dtype).replace("torch.", ""), "shape": list(x.shape[1:])}
-            for n, x in zip([f"input_{i}" for i in range(len(inputs))], inputs)
+            {
+                "name": n,
+                "dtype": str(x.dtype).replace("torch.", ""),
+                "shape": list(x.shape[1:]),
+                **{k: v for k, v in about.items() if k != "dtype"},
+            }
+            for n, x, about in zip(
+                [f"input_{i}" for i in range(len(graph_inputs))], graph_inputs, described
+            )
             if n in runtime.inputs
         ],
         "outputs": keys,

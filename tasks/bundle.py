@@ -629,7 +629,9 @@ def load_bundle(path: str | Path, backend: str = "torch", check: bool = True) ->
             raise DataError(f"{folder}: no model.onnx; export with --onnx for backend='onnx'")
         from tasks._onnx import OnnxGraph
 
-        graph = OnnxGraph(folder / "model.onnx", manifest["onnx"]["outputs"])
+        onnx = manifest["onnx"]
+        encoder = datamodule.input_encoder() if onnx.get("raw_inputs") else None
+        graph = OnnxGraph(folder / "model.onnx", onnx["outputs"], encoder)
     predictor = Predictor(task, datamodule, manifest, read("signature.json"), graph, backend)
     if check:
         predictor.check(read("example_input.json"), read("expected_output.json"))

@@ -92,7 +92,12 @@ def test_a_bundle_holds_every_file_and_replays_its_examples(preset, bundles):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_onnx_parity_is_recorded_for_every_task(preset, bundles):
-    parity = read_manifest(bundles[preset])["onnx"]["parity"]
+    onnx = read_manifest(bundles[preset])["onnx"]
+    # the TorchScript fallback is for networks dynamo cannot trace; none of ours needs it
+    assert onnx["exporter"] == "dynamo"
+    # numeric preprocessing lives in the graph; token ids and uint8 pixels go in as they are
+    assert onnx["raw_inputs"] == (preset not in ("image_folder", "sentiment_gru", "names_lstm"))
+    parity = onnx["parity"]
     assert parity["rows"] > 1
     for label in ("batched", "batch_size_1"):
         assert parity[label]["agreement"] == 1.0
@@ -310,3 +315,93 @@ def test_every_bundle_is_served_as_the_predictor_answers(preset, bundles):
         assert info["signature"]["inputs"]["kind"] == read_manifest(folder)["input_kind"]
     finally:
         server.stop()
+
+
+# -- the ONNX graph starts from raw values -------------------------------------------------
+def test_the_table_encoder_is_the_preprocessor_in_torch():
+    """Imputation, missing indicators, log1p, standardisation and one-hot encoding give in
+    torch what the pandas preprocessor gives, and ``raw`` inverts them."""
+    from datamodules._graph import TableEncoder
+    from datamodules._table_prep import TablePreprocessor
+
+    rng = np.random.default_rng(0)
+    n = 80
+    frame = pd.DataFrame(
+        {
+            "count": rng.poisson(30, n).astype(float),
+            "level": rng.normal(-50, 1000, n),  # negative values: no log1p
+            "colour": rng.choice(["red", "green", "blue"], n),
+            "city": [f"c{i}" for i in rng.integers(0, 40, n)],
+        }
+    )
+    frame.loc[[3, 17], "count"] = np.nan
+    frame.loc[5, "colour"] = None
+    types = {"count": "numeric", "level": "numeric", "colour": "categorical", "city": "categorical"}
+    prep = TablePreprocessor().fit(frame.iloc[:60], list(types), types, transform="log1p")
+    assert prep.state["onehot"] == ["colour"] and prep.state["embedded"] == ["city"]
+    assert prep.state["indicators"] == ["count"] and prep.state["log1p"] == ["count"]
+    unseen = frame.copy()
+    unseen.loc[70, "colour"] = "purple"  # the unknown bucket, as in training
+    numeric, categorical = prep.transform(unseen, "test")
+    numbers, codes = prep.raw_inputs(unseen, "test")
+    encoder = TableEncoder(prep.state)
+    got_numeric, got_categorical = encoder(torch.from_numpy(numbers), torch.from_numpy(codes))
+    assert torch.allclose(got_numeric, numeric, atol=1e-6)
+    assert torch.equal(got_categorical, categorical)
+    assert got_numeric[70, -4].item() == 1.0  # colour=<unknown>, the first one-hot column
+    raw_numbers, raw_codes = encoder.raw(numeric, categorical)
+    assert np.isnan(raw_numbers[[3, 17], 0].numpy()).all()
+    again = encoder(raw_numbers, raw_codes)
+    assert torch.allclose(again[0], numeric, atol=1e-5) and torch.equal(again[1], categorical)
+
+
+def _session(folder):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.slow
+def test_an_onnx_user_feeds_a_table_in_original_units(bundles):
+    """onnxruntime alone (no library code between) on raw rows, a value missing, answers
+    what the bundle's predictor answers for the same rows."""
+    from sklearn.datasets import load_iris
+
+    folder = bundles["iris_mlp"]
+    onnx = read_manifest(folder)["onnx"]
+    assert onnx["raw_inputs"] and onnx["exporter"] == "dynamo"
+    numbers, *codes = onnx["inputs"]
+    rows = load_iris(as_frame=True).frame.drop(columns="target").iloc[::15].copy()
+    rows.iloc[2, 1] = np.nan
+    feed = {numbers["name"]: rows[numbers["columns"]].to_numpy(np.float64)}
+    for entry in codes:  # iris has no categorical column: the codes are (rows, 0)
+        assert entry["columns"] == [] and entry["dtype"] == "int64"
+        feed[entry["name"]] = np.zeros((len(rows), 0), np.int64)
+    pred, prob = _session(folder).run(onnx["outputs"], feed)
+    expected = load_bundle(folder).predict(rows)
+    classes = [c.removeprefix("prob_") for c in expected.columns if c.startswith("prob_")]
+    assert np.allclose(prob, expected[[f"prob_{c}" for c in classes]].to_numpy(), atol=1e-5)
+    assert [classes[i] for i in pred] == expected["pred"].tolist()
+
+
+@pytest.mark.slow
+def test_an_onnx_user_feeds_forecast_windows_in_original_units(bundles):
+    from datamodules.forecast import calendar_features
+
+    folder = bundles["forecast_csv"]
+    onnx = read_manifest(folder)["onnx"]
+    assert onnx["raw_inputs"]
+    records = json.loads((folder / "example_input.json").read_text())
+    values_input, *calendar_input = onnx["inputs"]
+    columns = values_input["columns"]
+    time_column = json.loads((folder / "signature.json").read_text())["inputs"]["time_column"]
+    frame = pd.DataFrame(records)
+    feed = {values_input["name"]: frame[columns].to_numpy(np.float64)[None]}
+    if calendar_input:
+        time = pd.DatetimeIndex(pd.to_datetime(frame[time_column]))
+        features = calendar_features(time, calendar_input[0]["columns"])
+        feed[calendar_input[0]["name"]] = features.astype(np.float32)[None]
+    (pred,) = _session(folder).run(["pred"], feed)
+    expected = load_bundle(folder).predict(records)
+    target = columns[0]
+    assert np.allclose(pred[0, :, 0], expected[target].to_numpy(), rtol=1e-4, atol=1e-4)
