@@ -25,6 +25,9 @@ _PUBLIC = {
     "list_presets": "tasks.api",
     "get_task": "tasks.api",
     "get_datamodule": "tasks.api",
+    # deploying
+    "export_bundle": "tasks.bundle",
+    "load_bundle": "tasks.bundle",
     # task classes
     "BaseTask": "tasks.base",
     "TabularClassification": "tasks.tabular",
@@ -66,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
         run,
     )
     from tasks.base import BaseTask
+    from tasks.bundle import export_bundle, load_bundle
     from tasks.errors import (
         ConfigError,
         DataError,

@@ -89,9 +89,18 @@ DATAMODULE_HOOKS = (
     "state_dict",
     "load_state_dict",
     "setup",
+    # cross-validation (mode=cv)
+    "cv_rows",
+    "use_test_for_predict",
+    "fold_predictions",
+    # bundles, ONNX and serving
+    "input_signature",
+    "example_inputs",
+    "predict_inputs",
+    "input_encoder",
 )
-#: BaseDataModule methods a datamodule calls.
-DATAMODULE_HELPERS = ("check_predict_ready",)
+#: BaseDataModule methods a datamodule calls (or tasks.cv calls on it).
+DATAMODULE_HELPERS = ("check_predict_ready", "use_fold", "split_rows", "fold_periods")
 #: "Bring your own data" hooks of the built-in datamodule families.
 OWN_DATA_HOOKS = ("load_frame", "load_splits", "load_arrays")
 
@@ -554,7 +563,12 @@ def _datamodules(page: Page) -> None:
     )
     for name in DATAMODULE_HOOKS:
         page.method(BaseDataModule, name, "BaseDataModule", hook=True)
-    page.add("A helper for `setup_predict`:", "")
+    page.add(
+        "Helpers: `check_predict_ready` for `setup_predict`; `use_fold` (called by "
+        "`tasks.cv`), `split_rows` and `fold_periods` for a `setup_fit` that supports "
+        "cross-validation:",
+        "",
+    )
     for name in DATAMODULE_HELPERS:
         page.method(BaseDataModule, name, "BaseDataModule", hook=False)
 
