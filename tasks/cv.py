@@ -51,6 +51,16 @@ class Options:
     strategy: str = "auto"
     groups: str | None = None
     refit: bool = False
+    #: Run only these folds (numbers from 0; of every repeat): one Hydra job per fold with
+    #: ``-m cv.fold=0,1,2,3,4``; the job that completes the last fold writes the results.
+    fold: int | list[int] | None = None
+
+    @property
+    def chosen(self) -> set[int] | None:
+        """The folds this run trains (None: all of them)."""
+        if self.fold is None:
+            return None
+        return {self.fold} if isinstance(self.fold, int) else set(self.fold)
 
 
 @dataclass
@@ -71,6 +81,8 @@ def read_options(cfg: DictConfig) -> Options:
         ConfigError: a setting out of range or of the wrong kind.
     """
     node = _runner._container(cfg.get("cv") or {})
+    if isinstance(node.get("fold"), (list, tuple)):
+        node["fold"] = list(node["fold"])
     unknown = sorted(set(node) - set(Options.__dataclass_fields__))
     if unknown:
         raise ConfigError(
@@ -85,6 +97,21 @@ def read_options(cfg: DictConfig) -> Options:
             raise ConfigError(f"cv.{name}={value!r}: expected a whole number >= {least}")
     if options.strategy not in STRATEGIES:
         raise ConfigError(f"cv.strategy={options.strategy!r}; expected one of {STRATEGIES}")
+    if options.fold is not None:
+        chosen = [options.fold] if not isinstance(options.fold, list) else options.fold
+        if not chosen or any(
+            isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < options.folds
+            for k in chosen
+        ):
+            raise ConfigError(
+                f"cv.fold={options.fold!r}: expected fold numbers from 0 to {options.folds - 1} "
+                "(e.g. -m cv.fold=0,1,2 runs one job per fold)"
+            )
+        if not cfg.get("output_dir"):
+            raise ConfigError(
+                f"cv.fold={options.fold!r} runs part of a cross-validation: set output_dir=FOLDER, "
+                "the same for every fold's job, so that the folds meet in one CV folder"
+            )
     if not isinstance(options.refit, bool):
         raise ConfigError(f"cv.refit={options.refit!r}: expected true or false")
     if options.groups is not None and options.strategy not in ("auto", "group"):
@@ -445,6 +472,36 @@ def _refit(
     return _runner._finish(run)
 
 
+def _partial(
+    cfg: DictConfig,
+    output_dir: Path,
+    mine: list[dict[str, Any]],
+    done: int,
+    total: int,
+    started: float,
+) -> dict[str, Any]:
+    """What a ``cv.fold`` job returns while other folds are still missing: its folds'
+    mean metrics and how far the CV is."""
+    say(
+        f"cross-validation in {output_dir}: {done} of {total} folds completed; the job that "
+        "completes the last one writes cv_results.csv and cv_summary.json (or run the same "
+        "command without cv.fold to run the missing folds)"
+    )
+    metrics: dict[str, Any] = {}
+    for name in sorted({k for s in mine for k in (s.get("metrics") or {})}):
+        values = [s["metrics"][name] for s in mine if name in (s.get("metrics") or {})]
+        metrics[name] = describe(values)["mean"]
+    return {
+        "preset": _runner._preset_name(cfg),
+        "mode": "cv",
+        "status": "completed",
+        "metrics": metrics,
+        "cv": {"folds_completed": done, "folds_planned": total},
+        "output_dir": str(output_dir),
+        "wall_time_s": round(time.time() - started, 3),
+    }
+
+
 # -- the mode ----------------------------------------------------------------------------
 def _cv_folder(cfg: DictConfig) -> Path:
     """The CV folder: ``output_dir`` (resumed when it holds an earlier CV), else a new one."""
@@ -516,10 +573,15 @@ def run_cv(
         + (f" x {options.repeats} repeats" if options.repeats > 1 else "")
         + f" of {rows.n_rows} rows, in {output_dir}"
     )
-    summaries = []
+    summaries: list[dict[str, Any] | None] = []
+    mine: list[dict[str, Any]] = []
+    chosen = options.chosen
     for fold in plan:
         name = fold.folder.relative_to(output_dir)
         summary = _completed(fold.folder)
+        if chosen is not None and fold.fold not in chosen:  # another job's fold
+            summaries.append(summary)
+            continue
         if summary is not None:
             say(f"{name}: already completed, kept")
         else:
@@ -527,6 +589,10 @@ def run_cv(
         scores = ", ".join(f"{k} {v:.4g}" for k, v in (summary.get("metrics") or {}).items())
         say(f"{name}: {scores or 'no test metrics'}")
         summaries.append(summary)
+        mine.append(summary)
+    done = sum(s is not None for s in summaries)
+    if done < len(plan):  # cv.fold: the other folds are other jobs' (or still to run)
+        return _partial(cfg, output_dir, mine, done, len(plan), started)
     cv_summary = _write_results(output_dir, plan, summaries, options, strategy, rows.n_rows)
     for metric, stats in cv_summary["metrics"].items():
         if stats["mean"] is not None:
@@ -540,7 +606,9 @@ def run_cv(
         "cv": cv_summary,
         "output_dir": str(output_dir),
     }
-    if options.refit:
+    if options.refit and chosen is not None:
+        say("cv.refit: run the same command without cv.fold to train the final model")
+    elif options.refit:
         epochs = [int(e) for e in cv_summary["best_epochs"] if e]
         refit = _refit(cfg, datamodule, output_dir, rows.n_rows, epochs, console)
         result["refit"] = {

@@ -307,3 +307,51 @@ def test_series_anomaly_cv_scores_every_test_step_once(tmp_path):
     assert oof["time"].tolist() == oof["row"].tolist()  # the generated series' own step index
     assert set(oof["anomaly"]) <= {0, 1} and np.isfinite(oof["score"]).all()
     assert "label" in oof.columns
+
+
+# -- folds as separate jobs ----------------------------------------------------------------
+def test_folds_run_as_parallel_hydra_jobs_meet_in_one_folder(tmp_path):
+    """``-m cv.fold=0,1,2`` with the joblib launcher: one process per fold, and the job that
+    completes the last fold writes the CV's results."""
+    from conftest import run_cli
+
+    folder = tmp_path / "cv"
+    result = run_cli(
+        "-m",
+        "+task=iris_mlp",
+        "launcher=local",
+        "mode=cv",
+        "cv.folds=3",
+        "cv.fold=0,1,2",
+        f"output_dir={folder}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "0 of 3 folds" not in result.stdout
+    summary = json.loads((folder / "cv_summary.json").read_text())
+    assert summary["folds"] == 3 and len(summary["metrics"]["test/acc"]["values"]) == 3
+    oof = pd.read_csv(folder / "oof_predictions.csv")
+    assert oof["row"].tolist() == list(range(150))
+    for k in range(3):
+        fold = json.loads((folder / f"fold_{k}" / "summary.json").read_text())
+        assert fold["status"] == "completed" and fold["cv_fold"]["fold"] == k
+
+
+def test_one_fold_job_leaves_the_others_to_a_later_run(tmp_path):
+    folder = tmp_path / "cv"
+    overrides = ["mode=cv", "cv.folds=3", f"output_dir={folder}", *FAST]
+    partial = run("iris_mlp", [*overrides, "cv.fold=1"])
+    assert partial["cv"] == {"folds_completed": 1, "folds_planned": 3}
+    assert (folder / "fold_1" / "oof.csv").is_file() and not (folder / "fold_0").exists()
+    assert not (folder / "cv_summary.json").exists()
+    kept = (folder / "fold_1" / "summary.json").stat().st_mtime_ns
+    whole = run("iris_mlp", overrides)  # runs the two missing folds, keeps fold 1
+    assert (folder / "fold_1" / "summary.json").stat().st_mtime_ns == kept
+    assert len(whole["cv"]["metrics"]["test/acc"]["values"]) == 3
+
+    with pytest.raises(ConfigError, match=r"cv.fold=3: expected fold numbers from 0 to 2"):
+        run("iris_mlp", [*overrides, "cv.fold=3"])
+    with pytest.raises(ConfigError, match="set output_dir=FOLDER"):
+        read_options(compose("iris_mlp", ["cv.fold=0"]))
