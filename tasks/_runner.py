@@ -760,6 +760,7 @@ def _record_scores(run: _Run) -> None:
             summary["best_peer"] = peers["best"]
             if peers["best"]:
                 summary["peer_check"] = peers["notes"][0]
+                summary["peer_metric"] = peers["metric"]  # what the check compares
         for note in peers["notes"]:
             summary.setdefault("notes", []).append(note)
             log.info(note)

@@ -426,9 +426,38 @@ def _write_results(
         "best_epochs": epochs,
         "fold_dirs": [str(f.folder) for f in plan],
     }
+    summary.update(_peers_on_the_folds(summaries))
     write_json(output_dir / "cv_summary.json", summary)
     save_scores_plot(results, metrics, output_dir / "cv_scores.png")
     return summary
+
+
+def _peers_on_the_folds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The peers' scores on the same folds (each fold's peer check), described as the
+    network's are, and the CV's verdict on the metric the checks compare."""
+    from tasks.peers import LOWER_IS_BETTER, verdict
+
+    keys = sorted({k for s in summaries for k in (s.get("peers") or {})})
+    if not keys:
+        return {}
+    peers = {k: describe([(s.get("peers") or {}).get(k) for s in summaries]) for k in keys}
+    out: dict[str, Any] = {"peers": peers}
+    metric = next((s["peer_metric"] for s in summaries if s.get("peer_metric")), None)
+    ranked = {
+        k.split("/")[1]: v["mean"]
+        for k, v in peers.items()
+        if k.endswith(f"/{metric}") and v["mean"] is not None
+    }
+    network = [(s.get("metrics") or {}).get(f"test/{metric}") for s in summaries]
+    if metric and ranked and all(v is not None for v in network):
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        best = max(ranked, key=lambda n: sign * ranked[n])
+        mean = describe(network)["mean"]
+        out["best_peer"] = best
+        out["peer_check"] = "over the folds, " + verdict(
+            metric, best, ranked[best], {f"test/{metric}": mean}
+        )
+    return out
 
 
 def _refit(
@@ -598,6 +627,8 @@ def run_cv(
         if stats["mean"] is not None:
             spread = f" +- {stats['std']:.4g}" if stats["std"] is not None else ""
             say(f"cv {metric}: {stats['mean']:.4g}{spread} ({len(plan)} folds)")
+    if cv_summary.get("peer_check"):
+        say(f"peer check: {cv_summary['peer_check']}")
     result: dict[str, Any] = {
         "preset": _runner._preset_name(cfg),
         "mode": "cv",

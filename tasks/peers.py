@@ -118,6 +118,7 @@ def peer_scores(
     sign = -1.0 if main in LOWER_IS_BETTER else 1.0
     best = max(ranked, key=lambda n: sign * scores[n][main])
     result["best"] = best
+    result["metric"] = main
     notes.insert(0, verdict(main, best, scores[best][main], test_metrics or {}))
     return result
 

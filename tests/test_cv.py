@@ -111,6 +111,17 @@ def test_summary_equals_the_results_table(cv_run):
         assert stats["ci95_low"] <= stats["mean"] <= stats["ci95_high"]
         assert summary["metrics"][metric] == pytest.approx(values.mean())
     assert (folder / "cv_scores.png").stat().st_size > 0
+    # the peers on the same folds: each fold's peer scores, described as the network's are
+    folds = [json.loads((folder / f"fold_{k}" / "summary.json").read_text()) for k in range(FOLDS)]
+    peer = cv_summary["peers"]["peer/logistic_regression/acc"]
+    assert peer["values"] == pytest.approx(
+        [f["peers"]["peer/logistic_regression/acc"] for f in folds]
+    )
+    assert peer["mean"] == pytest.approx(np.mean(peer["values"]))
+    assert cv_summary["best_peer"] in ("logistic_regression", "hist_gradient_boosting")
+    best = cv_summary["peers"][f"peer/{cv_summary['best_peer']}/acc"]["mean"]
+    assert cv_summary["peer_check"].startswith("over the folds, the network")
+    assert f"{best:.4g}" in cv_summary["peer_check"]
 
 
 def test_interrupted_cv_resumes_the_missing_fold_only(cv_run):
