@@ -63,13 +63,23 @@ def lightning_internals(trainer: Any) -> LoopState | str:
         )
         loop._batches_that_stepped  # noqa: B018 (checked, not used here)
     except AttributeError as exc:
-        return f"this Lightning has no {exc.name or exc} in its fit loop"
+        return f"{NOT_IN_THIS_LIGHTNING} has no {exc.name or exc} in its fit loop"
     return state
 
 
-def every_n_train_steps(callback: Any) -> int:
+#: How a reason from :func:`lightning_internals` or :func:`every_n_train_steps` begins: the
+#: installed Lightning lacks what grouped steps read (warned about even under ``auto``).
+NOT_IN_THIS_LIGHTNING = "this Lightning"
+
+
+def every_n_train_steps(callback: Any) -> int | str:
     """How often ``callback`` acts in training steps (``ModelCheckpoint``'s private
-    setting; 0 for callbacks without one)."""
+    setting; 0 for callbacks without one), or why it cannot be known: a ``ModelCheckpoint``
+    of a Lightning that keeps the setting elsewhere might act every n steps unseen."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if isinstance(callback, ModelCheckpoint) and not hasattr(callback, "_every_n_train_steps"):
+        return f"{NOT_IN_THIS_LIGHTNING}'s ModelCheckpoint has no _every_n_train_steps"
     return int(getattr(callback, "_every_n_train_steps", 0) or 0)
 
 

@@ -35,7 +35,7 @@ import lightning as L
 from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from datamodules.base import BaseDataModule
-from tasks._grouped import every_n_train_steps, lightning_internals
+from tasks._grouped import NOT_IN_THIS_LIGHTNING, every_n_train_steps, lightning_internals
 from tasks.base import BaseTask
 from tasks.batches import StepGroup  # noqa: F401 (its old import path)
 from tasks.errors import ConfigError
@@ -54,6 +54,11 @@ STEP_HOOKS = (
     "on_before_optimizer_step",
     "on_before_zero_grad",
 )
+
+#: Callback hooks that run once per Lightning training step: with groups, once per group of
+#: batches. Lightning's own callbacks and this library's take that into account; another
+#: callback overriding one keeps single steps unless it says ``handles_step_groups = True``.
+BATCH_CALLBACK_HOOKS = ("on_train_batch_start", "on_train_batch_end")
 
 #: Task hooks that see single batches or single optimizer steps (and the optimizer set-up,
 #: whose schedules the task steps itself): a subclass overriding one keeps single steps.
@@ -120,10 +125,28 @@ def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
         hooks = _overridden(callback, L.Callback, STEP_HOOKS)
         if hooks:
             return f"callback {type(callback).__name__} hooks {', '.join(hooks)}"
-        if every_n_train_steps(callback):
+        hooks = _overridden(callback, L.Callback, BATCH_CALLBACK_HOOKS)
+        if hooks and not _group_aware(callback):
+            return (
+                f"callback {type(callback).__name__} hooks {', '.join(hooks)} (it would see "
+                "a group of batches at a time; set handles_step_groups = True on it if it can)"
+            )
+        interval = every_n_train_steps(callback)
+        if isinstance(interval, str):
+            return interval
+        if interval:
             return f"callback {type(callback).__name__} acts every n training steps"
     state = lightning_internals(trainer)
     return state if isinstance(state, str) else None
+
+
+def _group_aware(callback: Any) -> bool:
+    """Lightning's own callbacks (progress bars, checkpoints, monitors: per-batch hooks
+    that display or count) and this library's handle groups; others say so themselves."""
+    if getattr(callback, "handles_step_groups", False):
+        return True
+    module = type(callback).__module__
+    return module.startswith(("lightning.", "pytorch_lightning.", "tasks."))
 
 
 def _overridden(obj: Any, base: type, names: tuple[str, ...]) -> list[str]:
@@ -138,7 +161,13 @@ def configure(task: Any, trainer: Any, datamodule: Any, requested: Any = "auto")
     steps = resolve(requested)
     reason = why_not(task, trainer, datamodule) if steps > 1 else None
     if reason is not None:
-        level = logging.DEBUG if requested in (None, "auto") else logging.WARNING
+        # an explicit request, or a Lightning without what groups read, is worth a warning
+        explicit = requested not in (None, "auto")
+        level = (
+            logging.WARNING
+            if explicit or reason.startswith(NOT_IN_THIS_LIGHTNING)
+            else logging.DEBUG
+        )
         log.log(
             level, "steps_per_execution=%s: one step at a time because of %s", requested, reason
         )

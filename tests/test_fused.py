@@ -126,6 +126,20 @@ class GradNorms(L.Callback):
         pass
 
 
+class CountsBatches(L.Callback):
+    """A user's callback that counts training batches: with groups it would count groups."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches += 1
+
+
+class CountsGroups(CountsBatches):
+    handles_step_groups = True
+
+
 class OwnStep(TabularClassification):
     def training_step(self, batch, batch_idx):
         return super().training_step(batch, batch_idx)
@@ -145,6 +159,11 @@ class OwnLoader(TabularDataModule):
         ({"limit_train_batches": 3}, {}, "limit_train/val_batches"),
         ({"val_check_interval": 2}, {}, "integer val_check_interval"),
         ({"callbacks": [GradNorms()]}, {}, "callback GradNorms hooks on_after_backward"),
+        (
+            {"callbacks": [CountsBatches()]},
+            {},
+            "callback CountsBatches hooks on_train_batch_end (it would see a group",
+        ),
     ],
 )
 def test_anything_a_group_would_change_takes_single_steps(
@@ -265,3 +284,29 @@ def test_gradient_clipping_moves_from_the_trainer_to_the_grouped_steps(tmp_path)
     trainer.fit(task, datamodule=datamodule)
     assert len(norms) == trainer.global_step  # every step clipped
     assert max(norms) <= 0.5 + 1e-5
+
+
+def test_a_callback_that_handles_groups_keeps_them(tmp_path):
+    task, datamodule = _tabular(tmp_path)
+    assert fused.why_not(task, _trainer(callbacks=[CountsGroups()]), datamodule) is None
+    # Lightning's own per-batch callbacks (progress bars, checkpoints) handle groups
+    trainer = _trainer(callbacks=[L.pytorch.callbacks.LearningRateMonitor()])
+    assert fused.why_not(task, trainer, datamodule) is None
+
+
+def test_a_lightning_without_the_loop_state_falls_back_with_a_warning(tmp_path, caplog):
+    """Every private attribute grouped steps read is checked first: missing, the run takes
+    one step at a time and says why at WARNING, under ``auto`` too."""
+    task, datamodule = _tabular(tmp_path)
+    trainer = _trainer()
+    del trainer.fit_loop.epoch_loop._batches_that_stepped
+    with caplog.at_level("WARNING", logger="tasks.fused"):
+        assert fused.configure(task, trainer, datamodule, "auto") == 1
+    assert "this Lightning has no _batches_that_stepped in its fit loop" in caplog.text
+    assert task.automatic_optimization and datamodule.steps_per_execution == 1
+
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path)
+    trainer = _trainer(callbacks=[checkpoint], enable_checkpointing=True)
+    del checkpoint._every_n_train_steps  # as if a Lightning kept the setting elsewhere
+    reason = fused.why_not(task, trainer, datamodule)
+    assert reason == "this Lightning's ModelCheckpoint has no _every_n_train_steps"
