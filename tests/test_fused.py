@@ -310,3 +310,32 @@ def test_a_lightning_without_the_loop_state_falls_back_with_a_warning(tmp_path, 
     del checkpoint._every_n_train_steps  # as if a Lightning kept the setting elsewhere
     reason = fused.why_not(task, trainer, datamodule)
     assert reason == "this Lightning's ModelCheckpoint has no _every_n_train_steps"
+
+
+# every problem trains grouped as it trains one step at a time (the preset suite and the
+# kit run with limit_*_batches, which keeps single steps): the problems not covered above
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "preset,extra",
+    [
+        # augmentation draws random numbers per batch, as dropout does per step: grouped, the
+        # draws interleave otherwise, so the exact comparison turns the draws off
+        ("image_folder", ["task.dropout=0.0", "task.augment=null", "datamodule.batch_size=8"]),
+        ("sequence_classification", ["datamodule.batch_size=8"]),
+        (
+            "series_autoencoder",
+            ["datamodule.steps=1500", "datamodule.anomalies=5", "datamodule.batch_size=16"],
+        ),
+        ("sentiment_gru", ["task.network=gru", "task.dropout=0.0", "datamodule.batch_size=16"]),
+    ],
+)
+def test_every_problem_trains_the_same_in_groups(preset, extra, tmp_path):
+    from conftest import user_data_overrides
+
+    (tmp_path / "data").mkdir()
+    data = user_data_overrides(preset, tmp_path / "data") if preset != "series_autoencoder" else []
+    overrides = [*data, *extra, "trainer.max_epochs=2", "peers=off", "logger=csv"]
+    one = _train(preset, overrides, 1, tmp_path / "one")
+    grouped = _train(preset, overrides, 4, tmp_path / "grouped")
+    assert one["global_step"] > 4  # several groups, the last one shorter
+    _assert_same_training(one, grouped)
