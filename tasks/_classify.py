@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,9 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics import classification as cm
 
-from tasks._plots import save_confusion_matrix
+from tasks._contract import datamodule_value
+from tasks._files import save_figure, write_text_atomic
+from tasks._plots import _pyplot
 
 
 def label_metrics(num_classes: int) -> MetricCollection:
@@ -48,6 +52,10 @@ class ClassificationOutputs:
     Needs ``hparams.num_classes`` and ``hparams.class_counts``; call
     :meth:`init_confusion` in ``__init__`` after ``super().__init__()``.
     """
+
+    #: The class names label the confusion matrix and predictions when the datamodule
+    #: has them (else class indices).
+    datamodule_optional: tuple[str, ...] = ("class_names",)
 
     def init_confusion(self) -> None:
         self.test_confusion = cm.MulticlassConfusionMatrix(self.hparams.num_classes)
@@ -94,7 +102,7 @@ class ClassificationOutputs:
         self.test_confusion_matrix = self.test_confusion.compute().cpu()
 
     def class_names(self, datamodule: L.LightningDataModule) -> list[str]:
-        names = getattr(datamodule, "class_names", None)
+        names = datamodule_value(self, datamodule, "class_names")
         return (
             [str(n) for n in names] if names else [str(i) for i in range(self.hparams.num_classes)]
         )
@@ -102,3 +110,72 @@ class ClassificationOutputs:
     def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
         matrix = self.test_confusion_matrix
         return save_confusion_matrix(matrix, self.class_names(datamodule), output_dir)
+
+
+# -- plots -------------------------------------------------------------------------------
+CONFUSION_SHOWN = 30
+#: Largest side of the confusion matrix figure, in inches (at 110 dpi).
+CONFUSION_MAX_INCHES = 20.0
+
+
+def most_confused(counts: Any, n: int) -> list[int]:
+    """Indices (in class order) of the ``n`` classes with the most errors, as the true or
+    the predicted class; ties go to the classes with more rows."""
+    import numpy as np
+
+    counts = np.asarray(counts, dtype=np.int64)
+    errors = counts.sum(axis=1) + counts.sum(axis=0) - 2 * np.diag(counts)
+    ranked = np.lexsort((np.arange(len(counts)), -counts.sum(axis=1), -errors))
+    return sorted(int(i) for i in ranked[:n])
+
+
+def save_confusion_matrix(matrix: Any, class_names: list[str], output_dir: Path) -> list[Path]:
+    """``confusion_matrix.csv`` (rows true, columns predicted; every class) and a matching
+    PNG; with more than :data:`CONFUSION_SHOWN` classes the PNG shows the most confused
+    ones (its title says so), so that its size stays bounded."""
+    counts = [[int(v) for v in row] for row in matrix.tolist()]
+    csv_path = output_dir / "confusion_matrix.csv"
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["true \\ predicted", *class_names])
+    for name, row in zip(class_names, counts):
+        writer.writerow([name, *row])
+    write_text_atomic(csv_path, text.getvalue())
+    title = "Confusion matrix (test)"
+    if len(class_names) > CONFUSION_SHOWN:
+        keep = most_confused(counts, CONFUSION_SHOWN)
+        counts = [[counts[i][j] for j in keep] for i in keep]
+        title = (
+            f"Confusion matrix (test): the {len(keep)} most confused of {len(class_names)} "
+            "classes\n(all classes in confusion_matrix.csv)"
+        )
+        class_names = [class_names[i] for i in keep]
+    labels = [n if len(n) <= 24 else n[:23] + "\u2026" for n in class_names]
+    plt = _pyplot()
+    size = min(CONFUSION_MAX_INCHES, max(4.0, 0.55 * len(labels) + 2.5))
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = max((max(r) for r in counts), default=0)
+    if len(labels) <= 20:
+        for i, row in enumerate(counts):
+            for j, value in enumerate(row):
+                ax.text(
+                    j,
+                    i,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    color="white" if value > peak / 2 else "black",
+                )
+    ax.set_title(title)
+    fig.tight_layout()
+    png_path = output_dir / "confusion_matrix.png"
+    save_figure(fig, png_path, dpi=110)
+    plt.close(fig)
+    return [csv_path, png_path]

@@ -135,7 +135,7 @@ def _refuse_ignored_options(cls: type, kwargs: dict[str, Any]) -> None:
         ConfigError: a setting (from the preset or the command line) differs from its default
             but nothing reads it.
     """
-    from tasks.base import ignored_options
+    from tasks._contract import ignored_options
 
     for option, (hook, base) in ignored_options(cls).items():
         if option not in kwargs:

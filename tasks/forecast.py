@@ -19,8 +19,9 @@ from torchmetrics import (
     SymmetricMeanAbsolutePercentageError,
 )
 
-from tasks._files import write_csv
-from tasks._plots import save_forecast_plots
+from tasks._contract import datamodule_value
+from tasks._files import save_figure, write_csv
+from tasks._plots import _pyplot
 from tasks.base import BaseTask
 from tasks.errors import ConfigError
 from tasks.nets.forecast import build_forecast_net
@@ -178,6 +179,7 @@ class Forecasting(BaseTask):
     """
 
     datamodule_needs = ("time", "targets")
+    datamodule_optional = ("season",)
 
     option_hooks = {"configure_loss": ("loss",)}
 
@@ -400,7 +402,82 @@ class Forecasting(BaseTask):
             table["pred"].numpy(),
             table["seasonal_naive"].numpy(),
             names,
-            season=getattr(datamodule, "season", 1),
+            season=datamodule_value(self, datamodule, "season", 1),
             output_dir=output_dir,
         )
         return [csv, *pngs]
+
+
+# -- plots -------------------------------------------------------------------------------
+def save_forecast_plots(
+    time: Any,
+    truth: Any,
+    forecast: Any,
+    seasonal: Any,
+    names: list[str],
+    season: int,
+    output_dir: Path,
+) -> list[Path]:
+    """``forecast.png``: per target, the whole test period (one step ahead: truth, forecast,
+    seasonal naive) and a zoom on its first three seasons with full multi-step forecasts
+    from a few origins; ``forecast_residuals.png``: one-step residuals over time and their
+    histogram. Arrays are ``(windows, horizon, targets)``; ``time`` is each window's first
+    forecast time."""
+    import numpy as np
+
+    plt = _pyplot()
+    horizon = truth.shape[1]
+    zoom = min(len(time), max(3 * season, 3 * horizon, 48))
+    fig, axes = plt.subplots(len(names), 2, figsize=(16, 4 * len(names)), squeeze=False)
+    for j, name in enumerate(names):
+        ax = axes[j][0]
+        ax.plot(time, truth[:, 0, j], color="k", linewidth=0.8, label="truth")
+        ax.plot(time, forecast[:, 0, j], color="tab:blue", linewidth=0.8, label="forecast")
+        ax.plot(
+            time,
+            seasonal[:, 0, j],
+            color="tab:orange",
+            linewidth=0.6,
+            alpha=0.7,
+            label=f"seasonal naive ({season})",
+        )
+        ax.set_title(f"{name}: test period, one step ahead")
+        ax.legend(loc="upper left")
+        ax = axes[j][1]
+        ax.plot(time[:zoom], truth[:zoom, 0, j], color="k", linewidth=1.0, label="truth")
+        if horizon == 1:
+            ax.plot(time[:zoom], forecast[:zoom, 0, j], color="tab:blue", label="forecast")
+        else:  # a forecast of every horizon step from origins one horizon apart
+            for k, origin in enumerate(range(0, zoom - horizon + 1, horizon)):
+                ax.plot(
+                    time[origin : origin + horizon],
+                    forecast[origin, :, j],
+                    color="tab:blue",
+                    label="forecast" if k == 0 else None,
+                )
+        ax.set_title(f"{name}: first {zoom} test steps (horizon {horizon})")
+        ax.legend(loc="upper left")
+        for a in axes[j]:
+            a.grid(alpha=0.3)
+            a.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    paths = [output_dir / "forecast.png"]
+    save_figure(fig, paths[0], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(len(names), 2, figsize=(14, 3.5 * len(names)), squeeze=False)
+    for j, name in enumerate(names):
+        residual = forecast[:, 0, j] - truth[:, 0, j]
+        axes[j][0].plot(time, residual, color="tab:blue", linewidth=0.7)
+        axes[j][0].axhline(0.0, color="k", linewidth=0.8)
+        axes[j][0].set_title(f"{name}: one-step residual (forecast - truth)")
+        axes[j][0].tick_params(axis="x", labelrotation=30)
+        axes[j][1].hist(residual, bins=min(50, max(10, len(residual) // 10)), color="tab:blue")
+        axes[j][1].axvline(float(np.mean(residual)), color="k", linestyle="--", label="mean")
+        axes[j][1].set_title(f"{name}: residual distribution")
+        axes[j][1].legend()
+    fig.tight_layout()
+    paths.append(output_dir / "forecast_residuals.png")
+    save_figure(fig, paths[1], dpi=110)
+    plt.close(fig)
+    return paths

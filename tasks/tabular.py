@@ -12,7 +12,9 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from tasks._classify import ClassificationOutputs, label_metrics
-from tasks._plots import save_regression_plots
+from tasks._contract import datamodule_value
+from tasks._files import save_figure
+from tasks._plots import _pyplot
 from tasks.base import BaseTask
 from tasks.errors import ConfigError
 from tasks.nets import TabularNet
@@ -166,6 +168,9 @@ class TabularRegression(_TabularTask):
             optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
     """
 
+    #: The target column names label the plots when the datamodule has them.
+    datamodule_optional = ("targets",)
+
     option_hooks = {"configure_loss": ("loss", "huber_delta")}
 
     main_metric = "r2"
@@ -261,7 +266,37 @@ class TabularRegression(_TabularTask):
         if not self._test_pairs:
             return []
         pred, true = self.test_predictions
-        names = getattr(datamodule, "targets", None) or [
+        names = datamodule_value(self, datamodule, "targets") or [
             f"target_{j}" for j in range(self.hparams.num_targets)
         ]
         return save_regression_plots(pred.numpy(), true.numpy(), list(names), output_dir)
+
+
+# -- plots -------------------------------------------------------------------------------
+def save_regression_plots(pred: Any, true: Any, names: list[str], output_dir: Path) -> list[Path]:
+    """Predicted vs true (with the identity line) and residuals, one row per target."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(names), 2, figsize=(10, 4 * len(names)), squeeze=False)
+    for j, name in enumerate(names):
+        p, t = pred[:, j], true[:, j]
+        ax = axes[j][0]
+        ax.scatter(t, p, s=10, alpha=0.6)
+        low, high = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([low, high], [low, high], "k--", linewidth=1, label="perfect")
+        ax.set_xlabel(f"true {name}")
+        ax.set_ylabel(f"predicted {name}")
+        ax.set_title(f"{name}: predicted vs true (test)")
+        ax.legend()
+        ax = axes[j][1]
+        ax.scatter(p, p - t, s=10, alpha=0.6)
+        ax.axhline(0.0, color="k", linestyle="--", linewidth=1)
+        ax.set_xlabel(f"predicted {name}")
+        ax.set_ylabel("residual (predicted - true)")
+        ax.set_title(f"{name}: residuals (test)")
+        for a in axes[j]:
+            a.grid(alpha=0.3)
+    fig.tight_layout()
+    path = output_dir / "predictions_vs_truth.png"
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return [path]

@@ -138,7 +138,7 @@ def check_task(
     Returns:
         What was measured: validation and test metrics, prediction keys and row count.
     """
-    from tasks.base import missing_datamodule_needs
+    from tasks._contract import missing_datamodule_needs
 
     missing = missing_datamodule_needs(task, datamodule)
     assert not missing, (
@@ -278,11 +278,11 @@ def check_api_declaration(cls: type) -> None:
 def check_preset(preset: str, tmp_path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Compose a preset as the CLI would, build its datamodule and task, run :func:`check_task`;
     a plugin's preset also has its classes' :func:`check_api_declaration` and no task
-    argument that shadows a base task's (:func:`tasks.base.shadowed_arguments`)."""
+    argument that shadows a base task's (:func:`tasks._contract.shadowed_arguments`)."""
     from tasks import _registry
+    from tasks._contract import shadowed_arguments
     from tasks._runner import build_datamodule, build_task
     from tasks.api import compose
-    from tasks.base import shadowed_arguments
 
     cfg = compose(preset, list(overrides))
     L.seed_everything(int(cfg.seed), verbose=False)

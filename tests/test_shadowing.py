@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from tasks.base import shadowed_arguments
+from tasks._contract import shadowed_arguments
 from tasks.errors import ArgumentShadowWarning
 from tasks.tabular import TabularClassification
 
@@ -59,8 +59,8 @@ def test_a_setting_a_subclass_ignores_is_refused():
     """task.loss=huber on a subclass with a loss of its own would change nothing."""
     from torch import nn
 
+    from tasks._contract import ignored_options
     from tasks.api import compose
-    from tasks.base import ignored_options
     from tasks.errors import ConfigError
     from tasks.tabular import TabularRegression
 
@@ -90,3 +90,27 @@ def test_a_setting_a_subclass_ignores_is_refused():
     assert isinstance(_runner.build_task(wrapped, facts).criterion, nn.HuberLoss)
     plain = compose("diabetes_regression", [f"task._name_={__name__}:_own"])  # loss default
     assert isinstance(_runner.build_task(plain, facts).criterion, nn.L1Loss)
+
+
+def test_what_a_task_reads_from_its_datamodule_is_declared():
+    """Reads beyond data_facts() go through datamodule_value, which refuses undeclared
+    names; mixins' declarations count (ClassificationOutputs' class_names)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from tasks._contract import datamodule_value, declared_datamodule_reads
+    from tasks.forecast import Forecasting
+    from tasks.text import TextClassification
+
+    assert {"class_names", "idf", "tokenizer", "texts"} <= declared_datamodule_reads(
+        TextClassification
+    )
+    assert declared_datamodule_reads(Forecasting) == {"time", "targets", "season"}
+    task = TextClassification.__new__(TextClassification)  # no network needed
+    datamodule = SimpleNamespace(class_names=["neg", "pos"])
+    assert datamodule_value(task, datamodule, "class_names") == ["neg", "pos"]
+    assert datamodule_value(task, datamodule, "texts", {}) == {}  # declared, absent
+    assert datamodule_value(task, None, "idf") is None
+    with pytest.raises(TypeError, match="reads datamodule.season without declaring it"):
+        datamodule_value(task, datamodule, "season")
