@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from torchmetrics import MetricCollection
 from torchmetrics import classification as cm
 
 from tasks._classify import ClassificationOutputs
-from tasks._plots import save_image_grid
+from tasks._files import save_figure
+from tasks._plots import _pyplot
 from tasks.base import BaseTask
 from tasks.errors import ConfigError
 from tasks.nets.vision import build_backbone
@@ -281,3 +283,35 @@ def _per_channel(values: Sequence[float], default: float, channels: int) -> Tens
     if len(values) != channels:
         raise ConfigError(f"{len(values)} normalisation values for {channels} channels")
     return torch.tensor(values, dtype=torch.float)
+
+
+# -- plots -------------------------------------------------------------------------------
+def save_image_grid(images: Any, titles: list[str], path: Path, title: str) -> Path:
+    """Images ``(N, C, H, W)`` (uint8, or floats rescaled per image) in a titled grid."""
+    import numpy as np
+
+    plt = _pyplot()
+    n = len(images)
+    cols = min(6, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, text in zip(axes.flat, images, titles):
+        array = image.detach().cpu().float().numpy().transpose(1, 2, 0)
+        if image.dtype.is_floating_point:
+            low, high = array.min(), array.max()
+            array = (array - low) / (high - low or 1.0)
+        else:
+            array = array / 255.0
+        array = np.clip(array, 0, 1)
+        if array.shape[2] == 1:
+            ax.imshow(array[:, :, 0], cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(array)
+        ax.set_title(text, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from tasks._classify import ClassificationOutputs, label_metrics
-from tasks._plots import save_example_sequences
+from tasks._files import save_figure
+from tasks._plots import _pyplot
 from tasks.base import BaseTask
 from tasks.errors import ConfigError
 from tasks.nets.sequence import build_sequence_net
@@ -136,3 +137,35 @@ class SequenceClassification(ClassificationOutputs, BaseTask):
                 )
             )
         return paths
+
+
+# -- plots -------------------------------------------------------------------------------
+def save_example_sequences(
+    x: Any, true: Any, pred: Any, names: list[str], output_dir: Path, per_class: int = 6
+) -> Path:
+    """Test sequences by predicted class: correct ones in blue, misclassified in red
+    (labelled with their true class); the first channel is drawn."""
+    plt = _pyplot()
+    k = len(names)
+    fig, axes = plt.subplots(k, 1, figsize=(10, 2.6 * k), squeeze=False)
+    for c, ax in enumerate(axes[:, 0]):
+        chosen = (pred == c).nonzero().flatten()
+        wrong = chosen[true[chosen] != c][: max(1, per_class // 2)]
+        right = chosen[true[chosen] == c][: per_class - len(wrong)]
+        for i in right.tolist():
+            ax.plot(x[i, 0].numpy(), color="tab:blue", alpha=0.6, linewidth=1)
+        for i in wrong.tolist():
+            ax.plot(
+                x[i, 0].numpy(), color="tab:red", linewidth=1.4, label=f"true {names[int(true[i])]}"
+            )
+        total, errors = len(chosen), int((true[chosen] != c).sum())
+        ax.set_title(f"predicted {names[c]}: {total} test sequences, {errors} misclassified (red)")
+        if len(wrong):
+            ax.legend(loc="upper right", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    path = output_dir / "example_sequences.png"
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path

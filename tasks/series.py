@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from tasks._files import write_csv
-from tasks._plots import save_series_anomalies, spans
+from tasks._files import save_figure, write_csv
+from tasks._plots import _pyplot
 from tasks.base import BaseTask
 from tasks.errors import ConfigError
 
@@ -201,3 +201,41 @@ class SeriesAnomalyDetection(BaseTask):
             output_dir,
         )
         return [csv_path, png]
+
+
+# -- plots -------------------------------------------------------------------------------
+def spans(mask: Any) -> list[tuple[int, int]]:
+    """``[start, end)`` runs of True in a boolean array."""
+    import numpy as np
+
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def save_series_anomalies(
+    values: Any, score: Any, flags: Any, labels: Any, threshold: float, output_dir: Path
+) -> Path:
+    """The (first channel of the) test series with flagged regions in red and true ones in
+    green, above the per-step score and the threshold."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(14, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    top.plot(values, color="tab:blue", linewidth=0.7)
+    for a, b in spans(flags):
+        top.axvspan(a, b, color="tab:red", alpha=0.3, linewidth=0)
+    if labels is not None:
+        for a, b in spans(labels == 1):
+            top.axvspan(a, b, ymin=0, ymax=0.06, color="tab:green", alpha=0.9, linewidth=0)
+    top.set_title("test series: flagged (red) and true anomalies (green bar)")
+    bottom.plot(score, color="k", linewidth=0.7)
+    bottom.axhline(threshold, color="tab:red", linestyle="--", label="threshold")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("step")
+    bottom.set_ylabel("score")
+    bottom.legend()
+    fig.tight_layout()
+    path = output_dir / "anomalies.png"
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return path

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tasks._plots import CONFUSION_SHOWN, most_confused, save_confusion_matrix
+from tasks._classify import CONFUSION_SHOWN, most_confused, save_confusion_matrix
 
 
 def test_many_classes_draw_the_most_confused_in_a_bounded_png(tmp_path, monkeypatch):
