@@ -233,8 +233,8 @@ CASES = {
 # -- the two ways --------------------------------------------------------------------------
 def build(case: Case, overrides: list[str]) -> tuple[Any, Any, Any]:
     """The library's datamodule and task for the case (the loop trains this same network)."""
-    from tasks._runner import build_datamodule, build_task
     from tasks.api import compose
+    from tasks.engine.runner import build_datamodule, build_task
 
     cfg = compose(case.preset, overrides)
     datamodule = build_datamodule(cfg)

@@ -10,7 +10,7 @@ For each dataset and seed it runs the generic preset (``tabular_classification``
 ``tabular_regression``, ``sentiment_gru``, ``sequence_classification``, ``forecast_csv``)
 through :func:`tasks.api.run` with its defaults and reads the test metrics of the summary.
 In the same process it fits the peers on the same rows: the datamodule is built from the
-same config (``tasks.api.compose`` + ``tasks._runner.build_datamodule``) and its
+same config (``tasks.api.compose`` + ``tasks.engine.runner.build_datamodule``) and its
 ``split_rows`` call is recorded, so the peers see the library's train/val/test indices.
 Peers are trained on the train + validation rows (the network uses the validation rows
 only for early stopping and for picking its best checkpoint) and scored on the test rows:
@@ -335,7 +335,7 @@ def build_data(dataset: Dataset, cache: Path, quick: bool) -> dict[str, str]:
 def library_split(preset: str, overrides: list[str]) -> tuple[Any, dict[str, np.ndarray]]:
     """The datamodule the run builds, set up for fitting, and the indices it split by."""
     from tasks import api
-    from tasks._runner import build_datamodule
+    from tasks.engine.runner import build_datamodule
 
     cfg = api.compose(preset, overrides)
     dm = build_datamodule(cfg)

@@ -1,5 +1,5 @@
 """Entry point of ``python -m tasks``."""
 
-from tasks._cli import main
+from tasks.engine.cli import main
 
 main()

@@ -7,8 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, open_dict
 
-from tasks import _registry
-from tasks._hydra import normalize_overrides, primary_config_dir, register_search_path_plugin
+from tasks.engine import registry as _registry
+from tasks.engine.hydra_config import (
+    normalize_overrides,
+    primary_config_dir,
+    register_search_path_plugin,
+)
 
 if TYPE_CHECKING:
     from lightning import LightningDataModule
@@ -49,7 +53,7 @@ def run(
         datamodule: A datamodule built in Python (e.g. ``TabularDataModule(frame=df, ...)``),
             used instead of the config's ``datamodule`` section.
     """
-    from tasks._runner import execute
+    from tasks.engine.runner import execute
 
     cfg = compose(config, overrides) if isinstance(config, str) else config
     return execute(cfg, datamodule=datamodule)

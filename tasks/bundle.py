@@ -41,8 +41,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from tasks import _registry
 from tasks._files import to_json, write_text_atomic
+from tasks.engine import registry as _registry
 from tasks.errors import ConfigError, DataError
 
 #: The bundle layout this library writes; a newer one is refused on load.
@@ -343,9 +343,9 @@ def describe_classes(task: nn.Module, datamodule: Any) -> dict[str, Any]:
 
 
 def _run_versions(model: dict[str, Any]) -> dict[str, str]:
-    """What a run's summary.json records (``tasks._runner._versions``), with the
+    """What a run's summary.json records (``tasks.engine.runner._versions``), with the
     distributions of the bundle's task and datamodule (a plugin's version, say)."""
-    from tasks._runner import _versions
+    from tasks.engine.runner import _versions
 
     entries = [
         _registry.get(kind, model[kind])
@@ -357,7 +357,7 @@ def _run_versions(model: dict[str, Any]) -> dict[str, str]:
 
 def _restore(checkpoint: dict[str, Any], cfg: Any, ckpt: Path) -> tuple[Any, Any, dict]:
     """The task (weights loaded) and datamodule (fitted state restored) of a checkpoint."""
-    from tasks._runner import check_checkpoint_task
+    from tasks.engine.runner import check_checkpoint_task
 
     task_name, dm_name = str(cfg.task._name_), str(cfg.datamodule._name_)
     task_cls = _registry.load("task", task_name)
@@ -406,7 +406,7 @@ def export_bundle(
         DataError: the run cannot be exported, or the ONNX graph fails the parity gate;
             nothing is written then.
     """
-    from tasks._runner import read_checkpoint
+    from tasks.engine.runner import read_checkpoint
 
     ckpt, run_dir = _locate(source)
     checkpoint = read_checkpoint(str(ckpt))

@@ -91,7 +91,7 @@ class NetworkSummary(RichModelSummary):
         *args: Any,
         **kwargs: Any,
     ) -> None:
-        from tasks._console import is_terminal, say
+        from tasks.engine.console import is_terminal, say
 
         if is_terminal():
             RichModelSummary.summarize(
@@ -246,7 +246,7 @@ class EpochLines(ProgressBar):
             return
         self._said = now
         if trainer.is_global_zero:
-            from tasks._console import say
+            from tasks.engine.console import say
 
             total = _loader_batches(trainer.train_dataloader, trainer.num_training_batches)
             of = f"/{total:g}" if total != float("inf") else ""
@@ -270,7 +270,7 @@ class EpochLines(ProgressBar):
             return
         seconds = time.perf_counter() - self._started
         self._started = None
-        from tasks._console import say
+        from tasks.engine.console import say
 
         metrics = trainer.callback_metrics
         main = getattr(pl_module, "main_metric", "loss")
@@ -288,7 +288,7 @@ class EpochLines(ProgressBar):
 
 def progress_bar(**rich_options: Any) -> ProgressBar:
     """The Rich batch bar on a terminal; one line per epoch anywhere else."""
-    from tasks._console import is_terminal
+    from tasks.engine.console import is_terminal
 
     return BatchProgressBar(**rich_options) if is_terminal() else EpochLines()
 

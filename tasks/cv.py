@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tasks import _runner
-from tasks._console import say
 from tasks._files import ensure_folder, previous_run, write_csv, write_json
+from tasks.engine import runner as _runner
+from tasks.engine.console import say
 from tasks.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -174,7 +174,7 @@ def diagnose(cfg: DictConfig) -> Report:
         The report. A datamodule that cannot be built or set up (a ``UserError``) is an
         ``error`` finding; the checks that can still run on the raw data follow it.
     """
-    from tasks._runner import build_datamodule
+    from tasks.engine.runner import build_datamodule
 
     report = Report()
     report.facts["preset"] = cfg.get("preset")
@@ -298,8 +298,8 @@ class _Context:
     def task_accepts(self, option: str) -> bool:
         """Whether the config's task takes constructor argument ``option``."""
         try:
-            from tasks import _registry
-            from tasks._runner import accepted_arguments
+            from tasks.engine import registry as _registry
+            from tasks.engine.runner import accepted_arguments
 
             accepted = accepted_arguments(_registry.load("task", str(self.cfg.task._name_)))
         except Exception:  # noqa: BLE001 - no config, or no such task: no advice
@@ -1666,8 +1666,8 @@ def main(args: list[str]) -> int:
         0 (findings or none), 2 when training could not run (an error finding, or a config
         that cannot be composed), 1 with ``--strict`` when there are warnings.
     """
-    from tasks._hydra import claim_new_dir
     from tasks.api import compose
+    from tasks.engine.hydra_config import claim_new_dir
 
     strict, out, preset, overrides = False, None, None, []
     rest = list(args)

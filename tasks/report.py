@@ -311,7 +311,7 @@ def _device(folder: Path, summary: dict[str, Any], config: dict[str, Any]) -> st
         return str(summary["device"]).removeprefix("device: ")
     text, _ = _read_text(folder / "tasks.log")
     for line in (text or "").splitlines():
-        _, sep, message = line.partition("[tasks._runner][INFO] - device: ")
+        _, sep, message = line.partition("[tasks.engine.runner][INFO] - device: ")
         if sep:
             return message.strip()
     trainer = config.get("trainer") if isinstance(config, dict) else None

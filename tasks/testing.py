@@ -258,7 +258,7 @@ def check_api_declaration(cls: type) -> None:
         cls: A task or datamodule class a plugin registers.
     """
     from tasks import API_VERSION
-    from tasks._registry import API_ATTRIBUTE, declared_api
+    from tasks.engine.registry import API_ATTRIBUTE, declared_api
 
     top = cls.__module__.split(".")[0]
     if top in ("tasks", "datamodules"):
@@ -279,10 +279,10 @@ def check_preset(preset: str, tmp_path: Path, overrides: Sequence[str] = ()) -> 
     """Compose a preset as the CLI would, build its datamodule and task, run :func:`check_task`;
     a plugin's preset also has its classes' :func:`check_api_declaration` and no task
     argument that shadows a base task's (:func:`tasks._contract.shadowed_arguments`)."""
-    from tasks import _registry
     from tasks._contract import shadowed_arguments
-    from tasks._runner import build_datamodule, build_task
     from tasks.api import compose
+    from tasks.engine import registry as _registry
+    from tasks.engine.runner import build_datamodule, build_task
 
     cfg = compose(preset, list(overrides))
     L.seed_everything(int(cfg.seed), verbose=False)

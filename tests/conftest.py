@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from tasks import _registry
+from tasks.engine import registry as _registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -103,7 +103,7 @@ def fsync(fd):  # every file the library writes is flushed once: the 6th write f
 
 os.fsync = fsync
 sys.argv = ["tasks", "+task=iris_mlp", "trainer.max_epochs=20", "hydra.run.dir=run"]
-from tasks._cli import main
+from tasks.engine.cli import main
 
 main()
 """
@@ -194,7 +194,7 @@ def test_a_callback_config_mistake_is_one_line_but_a_callback_bug_keeps_its_trac
 
 
 def test_a_config_group_a_plugin_ships_is_not_taken_for_a_misspelt_setting(tmp_path, monkeypatch):
-    from tasks import _hydra
+    from tasks.engine import hydra_config as _hydra
 
     (tmp_path / "plugin_conf" / "loss_shape").mkdir(parents=True)
     (tmp_path / "plugin_conf" / "loss_shape" / "pinball.yaml").write_text("{}\n")

@@ -19,10 +19,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-from tasks import _checkpoint_io
-from tasks._runner import build_datamodule
 from tasks.api import compose, run
 from tasks.callbacks import TimedModelCheckpoint
+from tasks.engine import checkpoint_io as _checkpoint_io
+from tasks.engine.runner import build_datamodule
 from tasks.errors import ConfigError
 from tasks.tabular import TabularClassification
 

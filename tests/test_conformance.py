@@ -13,8 +13,8 @@ import torch
 from conftest import ROOT, run_cli, user_data_overrides
 
 from datamodules.tabular import TabularDataModule
-from tasks import _registry
 from tasks.api import compose, list_presets, list_tasks, run
+from tasks.engine import registry as _registry
 from tasks.testing import check_preset, check_task
 
 EXAMPLES = ROOT / "docs" / "examples"

@@ -19,8 +19,9 @@ import pytest
 from conftest import ROOT, make_table, run_cli, run_on_file
 
 from datamodules.tabular import TabularDataModule
-from tasks import _registry, fused
+from tasks import fused
 from tasks.callbacks import BatchProgressBar, NetworkSummary, _NetworkLayers, batch_rows
+from tasks.engine import registry as _registry
 from tasks.tabular import TabularClassification
 
 
@@ -352,7 +353,7 @@ def test_json_files_are_strict_and_replace_atomically(tmp_path, monkeypatch):
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
     """The default run folder is claimed atomically: a second claim of the same date-time
     (another process) gets a suffix; the same process asking again gets its own folder."""
-    from tasks import _hydra
+    from tasks.engine import hydra_config as _hydra
 
     wanted = str(tmp_path / "outputs" / "iris_mlp" / "2026-11-30_10-00-00")
     assert _hydra.claim_new_dir(wanted) == wanted

@@ -177,7 +177,7 @@ def test_doctor_reports_no_problem_in_a_clean_table(tmp_path, preset):
 
 def test_diagnose_datamodule_on_a_set_up_datamodule_finds_the_same(tmp_path):
     """What the runner calls at the start of training, on the datamodule it set up."""
-    from tasks._runner import build_datamodule
+    from tasks.engine.runner import build_datamodule
 
     _planted_table(tmp_path)
     cfg = compose(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from tasks import _registry
+from tasks.engine import registry as _registry
 
 PRESET = (
     "# @package _global_\n# {about}\ntask:\n  _name_: {task}\n"

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import user_data_overrides
 
-from tasks import _registry
-from tasks._runner import accepted_arguments, build_trainer
 from tasks.api import compose, list_presets, run
+from tasks.engine import registry as _registry
+from tasks.engine.runner import accepted_arguments, build_trainer
 from tasks.errors import ConfigError
 
 PRESETS = sorted(list_presets())

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from tasks import _registry
+from tasks.engine import registry as _registry
 from tasks.errors import DuplicateNameError, PluginLoadError, UnknownNameError
 
 
@@ -163,7 +163,7 @@ def test_missing_config_package_warns_and_is_skipped(add_entry_point):
 def test_listing_imports_neither_torch_nor_task_modules():
     code = textwrap.dedent("""
         import sys
-        from tasks._cli import main
+        from tasks.engine.cli import main
         main(["list"])
         heavy = [m for m in ("torch", "lightning", "tasks.tabular", "datamodules.tabular", "hydra")
                  if m in sys.modules]

@@ -75,7 +75,7 @@ def test_a_setting_a_subclass_ignores_is_refused():
     assert set(ignored_options(OwnLoss)) == {"loss", "huber_delta"}
     assert ignored_options(WrappedLoss) == {} and ignored_options(TabularRegression) == {}
 
-    from tasks import _runner
+    from tasks.engine import runner as _runner
 
     facts = {"num_features": 3, "num_targets": 1}
     for name, cls in (("own", OwnLoss), ("wrapped", WrappedLoss)):

@@ -15,8 +15,8 @@ from conftest import make_corpus, make_texts, write_imdb_archive, write_texts_cs
 from datamodules.base import split_indices
 from datamodules.chars import CharItemsDataModule, CharTextDataModule
 from datamodules.text import IMDBDataModule, TextDataModule
-from tasks._runner import build_datamodule
 from tasks.api import compose, run
+from tasks.engine.runner import build_datamodule
 from tasks.errors import ConfigError, DataError
 from tasks.nets.text import BiGRU, CharTransformer, EmbeddingLSTM, TfidfMLP
 from tasks.text import CharLanguageModel, TextClassification, load_word_vectors, novel_share

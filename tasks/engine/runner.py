@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tasks import _registry, fused
+from tasks import fused
 from tasks._files import (
     ensure_folder,
     not_finite,
@@ -33,6 +33,7 @@ from tasks._files import (
 from tasks._plots import save_history_plot
 from tasks.batches import unshard
 from tasks.callbacks import ResumeState
+from tasks.engine import registry as _registry
 from tasks.errors import ConfigError, DataError, RunInterrupted, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def _output_dir(cfg: DictConfig) -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     # the Python API: a dated folder of its own, as the CLI's (never the current folder,
     # where two runs would mix their files)
-    from tasks._hydra import claim_new_dir
+    from tasks.engine.hydra_config import claim_new_dir
 
     wanted = Path("outputs") / str(_preset_name(cfg) or "run") / time.strftime("%Y-%m-%d_%H-%M-%S")
     if other_rank():  # rank 0 claimed it; later ranks write no run files
@@ -284,7 +285,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     callbacks.append(ResumeState())  # resumed runs draw the numbers the uninterrupted one would
     strategy = str(trainer_kwargs.get("strategy", "auto"))
     if not trainer_kwargs.get("plugins") and not strategy.startswith(("fsdp", "deepspeed")):
-        from tasks._checkpoint_io import AtomicCheckpointIO
+        from tasks.engine.checkpoint_io import AtomicCheckpointIO
 
         trainer_kwargs["plugins"] = [AtomicCheckpointIO()]
     return L.Trainer(

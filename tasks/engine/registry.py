@@ -284,7 +284,7 @@ def _source_package_dir(module: str) -> Path | None:
     relative = SOURCE_PACKAGE_DIRS.get(module)
     if relative is None:
         return None
-    candidate = Path(__file__).resolve().parent.parent / relative
+    candidate = Path(__file__).resolve().parents[2] / relative  # tasks/engine/ -> checkout
     return candidate if (candidate / "__init__.py").is_file() else None
 
 

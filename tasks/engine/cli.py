@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tasks import _registry
+from tasks.engine import registry as _registry
 from tasks.errors import RunInterrupted, UserError
 
 FULL_ERROR_ENV = "LIGHTNING_TASKS_FULL_ERROR"
@@ -181,7 +181,7 @@ def _closing_block(cfg: Any, summary: dict[str, Any]) -> list[str]:
     """The end-of-run block, with the commands to predict with and to continue this run."""
     from hydra.core.hydra_config import HydraConfig
 
-    from tasks._console import end_of_run, next_commands
+    from tasks.engine.console import end_of_run, next_commands
 
     commands: list[tuple[str, str]] = []
     if summary.get("mode") == "train" and HydraConfig.initialized():
@@ -213,7 +213,7 @@ def _interrupted_lines(cfg: Any, stop: RunInterrupted) -> list[str]:
     """Where an interrupted run stands and the exact command that resumes it."""
     from hydra.core.hydra_config import HydraConfig
 
-    from tasks._console import next_commands
+    from tasks.engine.console import next_commands
 
     summary = stop.summary
     last = summary.get("last_checkpoint")
@@ -234,8 +234,8 @@ def _interrupted_lines(cfg: Any, stop: RunInterrupted) -> list[str]:
 def _run_job(cfg: Any) -> float | None:
     """Hydra's job function: run, report user errors in one line, print the closing block,
     return the objective."""
-    from tasks._console import say, setup_cli_output
-    from tasks._runner import execute
+    from tasks.engine.console import say, setup_cli_output
+    from tasks.engine.runner import execute
 
     _route_lightning_logs_to_hydra()
     setup_cli_output()
@@ -265,7 +265,7 @@ def _run_job(cfg: Any) -> float | None:
 def _hydra_main() -> None:
     import hydra
 
-    from tasks._hydra import primary_config_dir, register_search_path_plugin
+    from tasks.engine.hydra_config import primary_config_dir, register_search_path_plugin
 
     register_search_path_plugin()
     hydra.main(config_path=primary_config_dir(), config_name="config", version_base="1.3")(
@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args[0] in ("help", "-h", "--help") and len(args) == 1:
             print(USAGE)
             return
-        from tasks._hydra import normalize_overrides
+        from tasks.engine.hydra_config import normalize_overrides
 
         overrides = normalize_overrides(args)
         _refuse_previous_run_dir(overrides)

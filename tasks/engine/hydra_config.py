@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks import _registry
+from tasks.engine import registry as _registry
 
 PRIMARY_CONFIG_MODULE = "tasks.conf"
 #: Groups that sit in the primary defaults list, so ``+group=x`` and ``group=x`` mean the same.
