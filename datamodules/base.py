@@ -145,6 +145,9 @@ class BaseDataModule(L.LightningDataModule):
         val_fraction: Share of rows held out for validation when no split is given.
         test_fraction: Share of rows held out for testing when no test file is given.
         seed: Seed of the splits and of the per-epoch shuffling.
+        train_rows_per_epoch: Training rows per epoch, a fresh random subset each epoch
+            (validation, checkpoints and early stopping then come every that many rows:
+            for data too large to pass over between validations); None: every row.
     """
 
     #: Constructor arguments that are data, not settings (e.g. a DataFrame): never saved.
@@ -159,8 +162,13 @@ class BaseDataModule(L.LightningDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         seed: int = 42,
+        train_rows_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
+        if train_rows_per_epoch is not None and train_rows_per_epoch < 1:
+            raise ConfigError(
+                f"datamodule.train_rows_per_epoch must be >= 1, got {train_rows_per_epoch}"
+            )
         if batch_size < 1:
             raise ConfigError(f"datamodule.batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -612,6 +620,7 @@ class BaseDataModule(L.LightningDataModule):
             seed=hp.seed,
             collate=self.collate(stage),
             group=self.steps_per_execution if stage in ("train", "validation") else 1,
+            epoch_rows=hp.get("train_rows_per_epoch") if train else None,
         )
 
     def train_dataloader(self) -> TensorLoader:

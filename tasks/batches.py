@@ -84,6 +84,9 @@ class TensorLoader:
         group: Yield :class:`StepGroup` lists of this many consecutive
             batches (the last may be shorter), for tasks that take several optimizer
             steps per Lightning step; the length counts groups.
+        epoch_rows: Rows per epoch when fewer than all: with ``shuffle``, the first
+            ``epoch_rows`` of each epoch's permutation (a fresh random subset every
+            epoch), else the first rows. None: every row.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class TensorLoader:
         seed: int = 0,
         collate: Callable[[tuple[Tensor, ...]], Any] | None = None,
         group: int = 1,
+        epoch_rows: int | None = None,
     ) -> None:
         if not tensors:
             raise ValueError("TensorLoader needs at least one tensor")
@@ -110,6 +114,9 @@ class TensorLoader:
         self.seed = seed
         self.collate = collate
         self.group = max(1, int(group))
+        if epoch_rows is not None and epoch_rows < 1:
+            raise ConfigError(f"rows per epoch must be >= 1, got {epoch_rows}")
+        self.epoch_rows = epoch_rows
         self.epoch = 0
 
     @staticmethod
@@ -118,9 +125,13 @@ class TensorLoader:
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
+    def _epoch_size(self) -> int:
+        n = len(self.tensors[0])
+        return n if self.epoch_rows is None else min(n, int(self.epoch_rows))
+
     def _rows(self) -> int:
         _, world = self._world()
-        return rows_per_rank(len(self.tensors[0]), world)
+        return rows_per_rank(self._epoch_size(), world)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the next permutation as epoch ``epoch`` (``seed + epoch``): called when each
@@ -158,9 +169,10 @@ class TensorLoader:
         rank, world = self._world()
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            index: Tensor | None = torch.randperm(n, generator=generator)
+            index: Tensor | None = torch.randperm(n, generator=generator)[: self._epoch_size()]
         else:
             index = None
+            n = self._epoch_size()
         self.epoch += 1
         if world > 1:
             index = shard(torch.arange(n) if index is None else index, rank, world)

@@ -233,6 +233,17 @@ class EpochLines(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
+    @property
+    def is_enabled(self) -> bool:
+        """Read by ``LightningModule.print``, which then prints through :meth:`print`."""
+        return self._enabled
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """A task's ``self.print(...)``: one plain line, as the epoch lines are."""
+        from tasks.engine.console import say
+
+        say(" ".join(str(a) for a in args))
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._report(trainer, pl_module, trainer.current_epoch - 1)
         self._started = self._said = time.perf_counter()

@@ -55,6 +55,9 @@ class CharLanguageModel(BaseTask):
         dropout: Dropout.
         samples: Samples written to ``samples.txt`` after testing.
         temperature: Temperature of those samples.
+        progress_samples: Characters of one sample printed after every validation (running
+            text; items print a few samples), so a long training shows what it has learnt;
+            0 prints none.
         **kwargs: Optimiser and scheduler settings of :class:`~tasks.base.BaseTask`.
     """
 
@@ -78,6 +81,7 @@ class CharLanguageModel(BaseTask):
         dropout: float = 0.0,
         samples: int = 20,
         temperature: float = 1.0,
+        progress_samples: int = 0,
         **kwargs: Any,
     ) -> None:
         if len(vocab) < 4:
@@ -145,6 +149,25 @@ class CharLanguageModel(BaseTask):
             if mean_loss is not None:
                 self.log("val/perplexity", torch.exp(mean_loss))
             self._log_baselines("val")
+            self._show_progress(mean_loss)
+
+    def _show_progress(self, mean_loss: Tensor | None) -> None:
+        """A sample of what the model writes now (``progress_samples``), after a validation
+        of a fit (not in the sanity check)."""
+        hp, trainer = self.hparams, self._trainer
+        if not hp.progress_samples or trainer is None or trainer.sanity_checking:
+            return
+        if not trainer.is_global_zero or trainer.state.fn != "fit":
+            return
+        step = trainer.global_step  # generate() draws from its own seeded generator
+        if hp.item_list:
+            text = ", ".join(self.generate(5, temperature=hp.temperature, seed=step))
+        else:
+            (text,) = self.generate(
+                1, temperature=hp.temperature, max_new_tokens=hp.progress_samples, seed=step
+            )
+        loss = f" (val loss {float(mean_loss):.3f})" if mean_loss is not None else ""
+        self.print(f"sample at step {step}{loss}: {text!r}")
 
     def _log_baselines(self, stage: str) -> None:
         """The datamodule's unigram/bigram scores of this split (validation ones prefixed)."""

@@ -440,3 +440,42 @@ def test_bad_network_settings_are_named():
     lm = CharLanguageModel(vocab="\0\n\ufffdab", block_size=4, hidden_size=8)
     with pytest.raises(ConfigError, match=r"top_k must be >= 1, got 0"):
         lm.generate(1, top_k=0)
+
+
+def test_a_budgeted_epoch_is_a_fresh_draw_of_windows(tmp_path):
+    """datamodule.train_rows_per_epoch: each epoch is that many training windows, drawn
+    anew; validation, checkpoints and early stopping then come every that many windows."""
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_corpus(), encoding="utf-8")
+    dm = CharTextDataModule(path=str(path), block_size=16, batch_size=8, train_rows_per_epoch=40)
+    dm.setup("fit")
+    assert len(dm.train_data[0]) > 80  # far more windows than one budgeted epoch
+    loader = dm.train_dataloader()
+    assert len(loader) == 5
+    epochs = [torch.cat([b[0] for b in loader._slices()]).tolist() for _ in range(2)]
+    assert [len(e) for e in epochs] == [40, 40] and len(set(epochs[0])) == 40
+    assert set(epochs[0]) != set(epochs[1])  # a fresh random subset every epoch
+    assert set(epochs[0]) | set(epochs[1]) <= set(dm.train_data[0].tolist())
+    assert len(dm.val_dataloader()) == -(-len(dm.val_data[0]) // 8)  # validation is whole
+    with pytest.raises(ConfigError, match="train_rows_per_epoch must be >= 1"):
+        CharTextDataModule(path=str(path), train_rows_per_epoch=0)
+
+
+def test_progress_samples_show_what_the_model_writes(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_corpus(), encoding="utf-8")
+    overrides = [
+        f"datamodule.path={corpus}",
+        "datamodule.block_size=32",
+        "datamodule.train_rows_per_epoch=64",
+        "task.progress_samples=40",
+        "trainer.max_epochs=2",
+        "peers=off",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    # with the plain-line progress bar of logs and pipes, which prints the task's lines
+    summary = run(compose("text_char_lm", overrides))
+    assert summary["global_step"] == 2 * 64 // 64  # two budgeted epochs of one batch each
+    shown = [line for line in capsys.readouterr().out.splitlines() if "sample at step" in line]
+    assert len(shown) == 2  # after each validation, none for the sanity check
+    assert shown[0].startswith("sample at step 1 (val loss ")
