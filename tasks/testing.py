@@ -24,7 +24,13 @@ from torch import Tensor
 
 from tasks.errors import UserError
 
-__all__ = ["check_api_declaration", "check_bundle", "check_preset", "check_task"]
+__all__ = [
+    "check_api_declaration",
+    "check_bundle",
+    "check_preset",
+    "check_step_groups",
+    "check_task",
+]
 
 
 def _tiny_trainer(root: Path) -> L.Trainer:
@@ -146,9 +152,9 @@ def check_task(
         f"which {type(datamodule).__name__} does not have after setup('fit')"
     )
     tmp_path = Path(tmp_path)
+    report: dict[str, Any] = {"step_groups": check_step_groups(task, datamodule)}
     trainer = _tiny_trainer(tmp_path)
     trainer.fit(task, datamodule=datamodule)
-    report: dict[str, Any] = {}
     for stage, run in (("val", trainer.validate), ("test", trainer.test)):
         (metrics,) = run(task, datamodule=datamodule, verbose=False)
         assert any(k.startswith(f"{stage}/") for k in metrics), (
@@ -214,6 +220,65 @@ def check_task(
             )
     report["bundle"] = check_bundle(task, datamodule, tmp_path)
     return report
+
+
+def check_step_groups(
+    task: L.LightningModule, datamodule: L.LightningDataModule, steps: int = 4, batches: int = 9
+) -> dict[str, Any]:
+    """Train copies of the untrained ``task`` for one epoch on the first ``batches`` training
+    batches, one optimizer step per Lightning step and in groups of ``steps``
+    (``steps_per_execution``, the default fast path), and check that the weights agree.
+
+    A task or datamodule the fast path does not take (:func:`tasks.fused.why_not`: own
+    per-batch hooks, own loaders...) trains one step at a time anyway; the report says why.
+
+    Returns:
+        ``{"grouped": bool, "reason": str | None, "max_weight_diff": float | None}``.
+    """
+    import copy
+
+    from tasks import fused
+
+    def trainer() -> L.Trainer:
+        return L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_epochs=1,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+
+    start = copy.deepcopy(task)
+    data = copy.deepcopy(datamodule)
+    reason = fused.why_not(start, trainer(), data)
+    if reason is not None:
+        return {"grouped": False, "reason": reason, "max_weight_diff": None}
+    size = int(data.hparams.batch_size) * batches
+    for split in ("train_data", "val_data"):
+        tensors = getattr(data, split)
+        if tensors is not None:  # the first rows only: a check, not a training
+            setattr(data, split, tuple(t[:size] for t in tensors))
+    weights = []
+    for k in (1, steps):
+        copy_task, copy_data, fitting = copy.deepcopy(start), copy.deepcopy(data), trainer()
+        used = fused.configure(copy_task, fitting, copy_data, k)
+        assert used == k, f"steps_per_execution={k} was not used ({used})"
+        L.seed_everything(0, verbose=False)  # the same shuffle and dropout for both
+        fitting.fit(copy_task, datamodule=copy_data)
+        weights.append({n: v.detach().float().clone() for n, v in copy_task.state_dict().items()})
+    worst = 0.0
+    for name, value in weights[0].items():
+        diff = float((value - weights[1][name]).abs().max()) if value.numel() else 0.0
+        worst = max(worst, diff)
+        assert torch.allclose(value, weights[1][name], rtol=1e-4, atol=1e-5), (
+            f"{type(task).__name__} trains differently in step groups: weight {name!r} differs "
+            f"by {diff:.3g} after one epoch with steps_per_execution={steps} vs 1 (a per-batch "
+            "hook or random draw that assumes one optimizer step per Lightning step?)"
+        )
+    return {"grouped": True, "reason": None, "max_weight_diff": worst}
 
 
 def check_bundle(

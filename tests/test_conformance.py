@@ -34,12 +34,33 @@ def test_every_registered_task_passes_the_kit(task_name, tmp_path, monkeypatch):
     report = check_preset(preset, tmp_path, user_data_overrides(preset, tmp_path, monkeypatch))
     assert report["predictions"]["rows"] > 0
     assert any(k.startswith("test/") for k in report["test"])
+    # the default fast path (step groups) trains every built-in task as single steps do
+    assert report["step_groups"]["grouped"], report["step_groups"]["reason"]
 
 
 def _iris():
     dm = TabularDataModule(dataset="iris")
     dm.setup("fit")
     return dm
+
+
+def test_kit_catches_a_task_that_trains_differently_in_step_groups(monkeypatch):
+    """A group that loses its last batch (as a per-batch assumption would) is caught."""
+    from tasks._grouped import GroupedSteps
+    from tasks.tabular import TabularClassification
+    from tasks.testing import check_step_groups
+
+    real = GroupedSteps._train_steps
+
+    def drops_the_last_batch(self, batches):
+        return real(self, list(batches)[:-1] or list(batches))
+
+    dm = _iris()
+    task = TabularClassification(**dm.data_facts())
+    assert check_step_groups(task, dm)["grouped"]
+    monkeypatch.setattr(GroupedSteps, "_train_steps", drops_the_last_batch)
+    with pytest.raises(AssertionError, match="trains differently in step groups"):
+        check_step_groups(task, dm)
 
 
 def test_kit_catches_hyperparameters_that_do_not_rebuild_the_network(tmp_path):
