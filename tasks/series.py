@@ -118,15 +118,16 @@ class SeriesAnomalyDetection(BaseTask):
         return {"error": errors, "threshold": self.threshold.expand_as(errors[:, 0])}
 
     # -- per-step scores on validation and test -------------------------------------------
-    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Keeps the batch's per-step errors for the threshold, then runs the shared step."""
-        self._errors.append(self.step_errors(batch[0]).detach())
-        return super().validation_step(batch, batch_idx)
-
-    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Keeps the batch's per-step errors for the test scores, then runs the shared step."""
-        self._errors.append(self.step_errors(batch[0]).detach())
-        return super().test_step(batch, batch_idx)
+    def step_outputs(self, batch: Any) -> tuple[Tensor, Tensor, Tensor, int]:
+        """The shared step's outputs; on validation and test batches (the network in eval
+        mode) it also keeps the per-step errors ``(windows, window)`` of the
+        reconstruction for the threshold and the test scores. A hook of every batch, not
+        ``validation_step``, so that step groups (several batches per Lightning step) keep
+        every batch's errors."""
+        output, target, loss, weight = super().step_outputs(batch)
+        if not self.training:
+            self._errors.append((output - target).pow(2).mean(dim=1).detach())
+        return output, target, loss, weight
 
     def on_validation_epoch_start(self) -> None:
         self._errors = []

@@ -337,5 +337,6 @@ def test_every_problem_trains_the_same_in_groups(preset, extra, tmp_path):
     overrides = [*data, *extra, "trainer.max_epochs=2", "peers=off", "logger=csv"]
     one = _train(preset, overrides, 1, tmp_path / "one")
     grouped = _train(preset, overrides, 4, tmp_path / "grouped")
+    assert "4 optimizer steps per Lightning step" in grouped["device"]  # it did group
     assert one["global_step"] > 4  # several groups, the last one shorter
     _assert_same_training(one, grouped)
