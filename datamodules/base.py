@@ -347,14 +347,19 @@ class BaseDataModule(L.LightningDataModule):
         :meth:`use_fold` (then ``test_fraction`` is ignored: see :func:`fold_split`)."""
         if self.fold is None:
             return split_indices(n, val_fraction, test_fraction, seed, stratify=stratify)
+        train_rows, test_rows = self._fold_within(n, "rows")
+        return fold_split(train_rows, test_rows, val_fraction, seed, stratify=stratify)
+
+    def _fold_within(self, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """The fold's ``(train_rows, test_rows)``, checked to lie within ``n`` ``what``."""
         train_rows, test_rows = self.fold
         every = np.concatenate([train_rows, test_rows])
         if len(every) and (every.min() < 0 or every.max() >= n):
             raise DataError(
-                f"{type(self).__name__}: the cross-validation fold names rows outside the "
-                f"{n} rows of the data (did the data change since cv_rows()?)"
+                f"{type(self).__name__}: the cross-validation fold names {what} outside the "
+                f"{n} {what} of the data (did the data change since cv_rows()?)"
             )
-        return fold_split(train_rows, test_rows, val_fraction, seed, stratify=stratify)
+        return train_rows, test_rows
 
     def fold_periods(self, n: int, val_fraction: float) -> dict[str, tuple[int, int]] | None:
         """The fold set by :meth:`use_fold` as time periods of ``n`` steps in time order:
@@ -370,13 +375,7 @@ class BaseDataModule(L.LightningDataModule):
         """
         if self.fold is None:
             return None
-        train_rows, test_rows = self.fold
-        every = np.concatenate([train_rows, test_rows])
-        if len(every) and (every.min() < 0 or every.max() >= n):
-            raise DataError(
-                f"{type(self).__name__}: the cross-validation fold names steps outside the "
-                f"{n} steps of the series (did the data change since cv_rows()?)"
-            )
+        train_rows, test_rows = self._fold_within(n, "steps")
         end = len(train_rows)
         test_end = end + len(test_rows)
         if not (

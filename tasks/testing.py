@@ -33,19 +33,26 @@ __all__ = [
 ]
 
 
-def _tiny_trainer(root: Path) -> L.Trainer:
+def _quiet_trainer(**options: Any) -> L.Trainer:
+    """A one-epoch CPU trainer that writes and prints nothing (``options`` added)."""
     return L.Trainer(
         accelerator="cpu",
         devices=1,
         max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=2,
-        limit_test_batches=2,
-        limit_predict_batches=2,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        **options,
+    )
+
+
+def _tiny_trainer(root: Path) -> L.Trainer:
+    return _quiet_trainer(
+        limit_train_batches=2,
+        limit_val_batches=2,
+        limit_test_batches=2,
+        limit_predict_batches=2,
         default_root_dir=str(root),
     )
 
@@ -240,16 +247,7 @@ def check_step_groups(
     from tasks import fused
 
     def trainer() -> L.Trainer:
-        return L.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_epochs=1,
-            num_sanity_val_steps=0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+        return _quiet_trainer(num_sanity_val_steps=0)
 
     start = copy.deepcopy(task)
     data = copy.deepcopy(datamodule)
