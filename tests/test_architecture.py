@@ -57,3 +57,21 @@ def test_datamodules_contract_names_every_other_tasks_module():
         f"missing {sorted(modules - SHARED - forbidden)}, not a tasks module "
         f"{sorted(forbidden - (modules - SHARED))}"
     )
+
+
+def test_every_package_folder_is_shipped():
+    """setuptools' package list is written out: a new sub-package (tasks/engine/) missing
+    from it installs from a checkout but not from a wheel."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli", reason="reading pyproject.toml needs tomli")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("tasks", "datamodules")
+        for init in (ROOT / top).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
