@@ -32,6 +32,11 @@ class InputEncoder(nn.Module):
         raise NotImplementedError
 
 
+#: A standard deviation at most this share of ``max(1, |mean|)`` is rounding noise: the
+#: row is constant (per-sequence standardisation leaves it flat instead of dividing noise).
+FLAT = 1e-12
+
+
 def _buffer(values: Sequence[float], dtype: torch.dtype = torch.float64) -> Tensor:
     return torch.as_tensor(list(values), dtype=dtype)
 
@@ -57,7 +62,7 @@ class TableEncoder(InputEncoder):
         self.register_buffer("fill", _buffer(state["fill"]))
         self.register_buffer("center", _buffer(state["center"]))
         self.register_buffer("scale", _buffer(state["scale"]))
-        self.register_buffer("log1p", torch.tensor([c in log1p for c in numeric]))
+        self.register_buffer("log1p", torch.tensor([c in log1p for c in numeric], dtype=torch.bool))
         self.any_log1p = bool(log1p)  # a Python flag: no branch on tensor data in the graph
         self.indicators = [numeric.index(c) for c in state["indicators"]]
 
@@ -81,7 +86,8 @@ class TableEncoder(InputEncoder):
             gaps = numeric[:, n : n + len(self.indicators)] > 0.5
             column = x[:, self.indicators]
             x[:, self.indicators] = torch.where(gaps, torch.nan, column)
-        x = torch.where(self.log1p, torch.expm1(x), x)
+        if self.any_log1p:
+            x = torch.where(self.log1p, torch.expm1(x), x)
         start = n + len(self.indicators)
         codes = []
         for size in self.sizes:
@@ -132,8 +138,10 @@ class AffineEncoder(InputEncoder):
     def forward(self, values: Tensor) -> Tensor:
         x = values.to(torch.float64)
         if self.per_row:
+            mean = x.mean(dim=-1, keepdim=True)
             std = x.std(dim=-1, keepdim=True, unbiased=False)
-            x = (x - x.mean(dim=-1, keepdim=True)) / torch.where(std > 0, std, 1.0)
+            flat = std <= FLAT * mean.abs().clamp(min=1.0)
+            x = (x - mean) / torch.where(flat, torch.ones_like(std), std)
             return x.float()
         return ((x - self._shaped(self.center, x.ndim)) / self._shaped(self.scale, x.ndim)).float()
 

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from datamodules._graph import FLAT
 from datamodules._table_prep import DataWarning, check_frame, read_table
 from datamodules.base import BaseDataModule, CVRows, class_predictions
 from tasks.errors import ConfigError, DataError, did_you_mean
@@ -315,8 +316,11 @@ class SequenceDataModule(BaseDataModule):
 
     def _transform(self, x: np.ndarray) -> Tensor:
         if self.hparams.normalize == "per_sequence":
-            std = x.std(axis=-1, keepdims=True)
-            x = (x - x.mean(axis=-1, keepdims=True)) / np.where(std > 0, std, 1.0)
+            # a constant sequence has a std of rounding noise (1e-17): it stays flat (zeros),
+            # as it does in a bundle's ONNX graph (datamodules._graph.FLAT), not noise / noise
+            mean, std = x.mean(axis=-1, keepdims=True), x.std(axis=-1, keepdims=True)
+            flat = std <= FLAT * np.maximum(1.0, np.abs(mean))
+            x = (x - mean) / np.where(flat, 1.0, std)
         elif self.hparams.normalize == "global":
             mean = np.asarray(self.fitted_state["mean"])[None, :, None]
             std = np.asarray(self.fitted_state["std"])[None, :, None]

@@ -443,10 +443,10 @@ def _peers_on_the_folds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     peers = {k: describe([(s.get("peers") or {}).get(k) for s in summaries]) for k in keys}
     out: dict[str, Any] = {"peers": peers}
     metric = next((s["peer_metric"] for s in summaries if s.get("peer_metric")), None)
-    ranked = {
+    ranked = {  # peers scored on every fold: a mean over fewer folds is another average
         k.split("/")[1]: v["mean"]
         for k, v in peers.items()
-        if k.endswith(f"/{metric}") and v["mean"] is not None
+        if k.endswith(f"/{metric}") and None not in v["values"] and v["mean"] is not None
     }
     network = [(s.get("metrics") or {}).get(f"test/{metric}") for s in summaries]
     if metric and ranked and all(v is not None for v in network):
@@ -619,6 +619,10 @@ def run_cv(
         say(f"{name}: {scores or 'no test metrics'}")
         summaries.append(summary)
         mine.append(summary)
+    if chosen is not None:  # other jobs' folds may have completed while this one trained
+        summaries = [
+            s if f.fold in chosen else _completed(f.folder) for f, s in zip(plan, summaries)
+        ]
     done = sum(s is not None for s in summaries)
     if done < len(plan):  # cv.fold: the other folds are other jobs' (or still to run)
         return _partial(cfg, output_dir, mine, done, len(plan), started)

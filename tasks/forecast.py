@@ -325,7 +325,10 @@ class Forecasting(BaseTask):
         reduce = None
         if trainer.world_size > 1:
             reduce = lambda t: trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
-        model.fit(_flat_batches(datamodule.train_dataloader()), reduce)
+        loader = datamodule.train_dataloader()
+        if getattr(loader, "epoch_rows", None) is not None:
+            loader.epoch_rows = None  # every training window, not one budgeted epoch's draw
+        model.fit(_flat_batches(loader), reduce)
 
     def on_test_epoch_start(self) -> None:
         self._test_rows = []

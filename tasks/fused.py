@@ -126,7 +126,8 @@ def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
         if hooks:
             return f"callback {type(callback).__name__} hooks {', '.join(hooks)}"
         hooks = _overridden(callback, L.Callback, BATCH_CALLBACK_HOOKS)
-        if hooks and not _group_aware(callback):
+        hooks += [h for h in BATCH_CALLBACK_HOOKS if h in vars(callback) and h not in hooks]
+        if hooks and not _group_aware(callback, hooks):
             return (
                 f"callback {type(callback).__name__} hooks {', '.join(hooks)} (it would see "
                 "a group of batches at a time; set handles_step_groups = True on it if it can)"
@@ -140,13 +141,30 @@ def why_not(task: Any, trainer: Any, datamodule: Any) -> str | None:
     return state if isinstance(state, str) else None
 
 
-def _group_aware(callback: Any) -> bool:
-    """Lightning's own callbacks (progress bars, checkpoints, monitors: per-batch hooks
-    that display or count) and this library's handle groups; others say so themselves."""
+#: Lightning callbacks whose per-batch hooks count optimizer steps (an average of the
+#: weights after every step, throughput per batch): with groups they would act once per
+#: group, so they keep single steps.
+STEP_COUNTING_CALLBACKS = ("WeightAveraging", "ThroughputMonitor")
+
+
+def _group_aware(callback: Any, hooks: list[str]) -> bool:
+    """Whether ``callback``'s ``hooks`` (batch hooks it overrides) take groups in their
+    stride: it says so (``handles_step_groups``), or each hook is defined by one of
+    Lightning's display/checkpoint callbacks or by this library (a subclass that only
+    changes other methods inherits them as they are)."""
     if getattr(callback, "handles_step_groups", False):
         return True
-    module = type(callback).__module__
-    return module.startswith(("lightning.", "pytorch_lightning.", "tasks."))
+    for hook in hooks:
+        if hook in vars(callback):  # set on the instance (LambdaCallback): a user function
+            return False
+        owner = next(c for c in type(callback).__mro__ if hook in vars(c))
+        if owner.__name__ in STEP_COUNTING_CALLBACKS or any(
+            c.__name__ in STEP_COUNTING_CALLBACKS for c in type(callback).__mro__
+        ):
+            return False
+        if not owner.__module__.startswith(("lightning.", "pytorch_lightning.", "tasks.")):
+            return False
+    return True
 
 
 def _overridden(obj: Any, base: type, names: tuple[str, ...]) -> list[str]:

@@ -405,3 +405,28 @@ def test_an_onnx_user_feeds_forecast_windows_in_original_units(bundles):
     expected = load_bundle(folder).predict(records)
     target = columns[0]
     assert np.allclose(pred[0, :, 0], expected[target].to_numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_encoders_of_tables_without_numbers_and_of_flat_sequences():
+    """A table of categories only (no numeric column) encodes and inverts; a constant
+    sequence standardised per sequence is flat zeros in the datamodule and in the graph."""
+    from datamodules._graph import AffineEncoder, TableEncoder
+    from datamodules._table_prep import TablePreprocessor
+    from datamodules.sequence import SequenceDataModule
+
+    frame = pd.DataFrame({"colour": ["red", "green", "blue", "red"] * 5, "size": ["s", "m"] * 10})
+    types = {"colour": "categorical", "size": "categorical"}
+    prep = TablePreprocessor().fit(frame, list(types), types)
+    numeric, categorical = prep.transform(frame, "t")
+    encoder = TableEncoder(prep.state)
+    raw = encoder.raw(numeric, categorical)
+    assert raw[0].shape == (20, 0)
+    again = encoder(*raw)
+    assert torch.equal(again[0], numeric) and torch.equal(again[1], categorical)
+
+    rows = np.stack([np.full((1, 50), 0.1), np.linspace(0, 1, 50)[None]])
+    dm = SequenceDataModule(path="unused.csv", normalize="per_sequence")
+    ours = dm._transform(rows.copy())
+    graph = AffineEncoder([], [], 1, "rows", per_row=True)(torch.from_numpy(rows))
+    assert float(ours[0].abs().max()) < 1e-12  # flat, not rounding noise / rounding noise
+    assert torch.allclose(graph, ours, atol=1e-6)

@@ -366,3 +366,28 @@ def test_one_fold_job_leaves_the_others_to_a_later_run(tmp_path):
         run("iris_mlp", [*overrides, "cv.fold=3"])
     with pytest.raises(ConfigError, match="set output_dir=FOLDER"):
         read_options(compose("iris_mlp", ["cv.fold=0"]))
+
+
+def test_the_job_completing_the_last_fold_writes_the_results(tmp_path, monkeypatch):
+    """A fold job re-reads the other folds after training: fold 0 finishing in another job
+    while this one trains fold 1 still gets the results written (no job left to do it)."""
+    import shutil
+
+    from tasks import cv
+
+    done = tmp_path / "done"
+    overrides = ["mode=cv", "cv.folds=3", *FAST]
+    run("iris_mlp", [*overrides, f"output_dir={done}"])  # what the other jobs produce
+    folder = tmp_path / "cv"
+    real = cv._run_fold
+
+    def others_finish_meanwhile(cfg, given, fold, console):
+        summary = real(cfg, given, fold, console)
+        for k in (0, 2):
+            shutil.copytree(done / f"fold_{k}", folder / f"fold_{k}")
+        return summary
+
+    monkeypatch.setattr(cv, "_run_fold", others_finish_meanwhile)
+    result = run("iris_mlp", [*overrides, "cv.fold=1", f"output_dir={folder}"])
+    assert "folds_completed" not in result["cv"]
+    assert len(json.loads((folder / "cv_summary.json").read_text())["best_epochs"]) == 3

@@ -340,3 +340,23 @@ def test_every_problem_trains_the_same_in_groups(preset, extra, tmp_path):
     assert "4 optimizer steps per Lightning step" in grouped["device"]  # it did group
     assert one["global_step"] > 4  # several groups, the last one shorter
     _assert_same_training(one, grouped)
+
+
+def test_callbacks_are_judged_by_where_their_batch_hooks_come_from(tmp_path):
+    """A subclass of Lightning's progress bar or checkpoint inherits group-aware batch hooks;
+    an instance's own hook (LambdaCallback) and weight averaging count optimizer steps."""
+    from lightning.pytorch.callbacks import LambdaCallback, TQDMProgressBar, WeightAveraging
+
+    class QuietBar(TQDMProgressBar):
+        def get_metrics(self, trainer, pl_module):
+            return {}
+
+    task, datamodule = _tabular(tmp_path)
+    bar = _trainer(callbacks=[QuietBar()], enable_progress_bar=True)
+    assert fused.why_not(task, bar, datamodule) is None
+    hooked = LambdaCallback(on_train_batch_end=lambda *args: None)
+    assert "LambdaCallback hooks on_train_batch_end" in fused.why_not(
+        task, _trainer(callbacks=[hooked]), datamodule
+    )
+    averaging = _trainer(callbacks=[WeightAveraging()])
+    assert "WeightAveraging hooks on_train_batch_end" in fused.why_not(task, averaging, datamodule)
