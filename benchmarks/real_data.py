@@ -538,8 +538,10 @@ def run_one(dataset: Dataset, files: dict, seed: int, out: Path, epochs: int | N
             record["default_error"] = f"{type(error).__name__}: {str(error)[:300]}"
             record["retried_with"] = GAP_FIX
             overrides.append(GAP_FIX)
-            run_overrides.append(GAP_FIX)
-            summary = run_quietly(lambda: api.run(dataset.preset, run_overrides))
+            # a folder of its own: the refused run left its record in the first one
+            retry_dir = f"output_dir={out / dataset.name / f'seed{seed}_interpolate'}"
+            retry = [o if not o.startswith("output_dir=") else retry_dir for o in run_overrides]
+            summary = run_quietly(lambda: api.run(dataset.preset, [*retry, GAP_FIX]))
     except Exception as error:  # a DataError on real data is a finding: keep it
         record["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
         return record
