@@ -40,7 +40,7 @@ SECONDS_PER_MILLION_CELLS = {
     "tfidf_logistic_regression": 4.0,
 }
 #: Metrics where lower is better (everything else: higher is better).
-LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "mape", "smape")
+LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "mape", "smape", "perplexity")
 #: Categories up to which gradient boosting treats a code column as categorical (its
 #: ``max_bins``); wider columns are given to it as ordinal codes.
 MAX_HGB_CATEGORIES = 255

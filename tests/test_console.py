@@ -429,3 +429,28 @@ def test_python_api_runs_without_output_dir_get_folders_of_their_own(tmp_path, m
         assert folder.parent == Path("outputs") / "iris_mlp"
         assert (tmp_path / folder / "summary.json").is_file()
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_named_baselines_show_the_best_one_beside_the_metric():
+    """Forecasts and language models have several named baselines (naive_mae,
+    seasonal_naive_mae; unigram_loss, bigram_loss): the closing block shows the best of
+    them with its name instead of a dash."""
+    from tasks.engine.console import end_of_run
+
+    summary = {
+        "preset": "p",
+        "metrics": {"test/mae": 1.0, "test/r2": 0.9, "test/perplexity": 4.0, "test/skill": 0.5},
+        "baseline": {
+            "baseline/naive_mae": 3.0,
+            "baseline/seasonal_naive_mae": 2.0,
+            "baseline/naive_r2": 0.1,
+            "baseline/seasonal_naive_r2": 0.3,
+            "baseline/unigram_perplexity": 30.0,
+            "baseline/bigram_perplexity": 17.0,
+        },
+    }
+    rows = {line.split()[0]: line for line in end_of_run(summary) if line.startswith("  ")}
+    assert rows["mae"].endswith("2 (seasonal_naive)")  # lower is better
+    assert rows["r2"].endswith("0.3 (seasonal_naive)")  # higher is better
+    assert rows["perplexity"].endswith("17 (bigram)")
+    assert rows["skill"].split()[-1] == "-"  # no baseline of that metric

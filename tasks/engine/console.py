@@ -128,6 +128,27 @@ def next_commands(
     return commands
 
 
+def _baseline_cell(baseline: dict[str, Any], metric: str) -> str:
+    """The baseline's ``metric``; where there are several named baselines instead
+    (``naive_mae`` and ``seasonal_naive_mae``, ``unigram_loss`` and ``bigram_loss``), the
+    best of them, with its name."""
+    exact = baseline.get(f"baseline/{metric}")
+    if exact is not None:
+        return _number(exact)
+    named = {
+        key[len("baseline/") : -len(metric) - 1]: value
+        for key, value in baseline.items()
+        if key.endswith(f"_{metric}") and isinstance(value, (int, float))
+    }
+    if not named:
+        return _number(None)
+    from tasks.peers import LOWER_IS_BETTER
+
+    pick = min if metric in LOWER_IS_BETTER else max
+    best = pick(named, key=named.get)
+    return f"{_number(named[best])} ({best})"
+
+
 def end_of_run(summary: dict[str, Any], commands: Sequence[tuple[str, str]] = ()) -> list[str]:
     """The closing block: test metrics beside the baseline, best epoch, time, folder, commands."""
     lines = []
@@ -152,7 +173,7 @@ def end_of_run(summary: dict[str, Any], commands: Sequence[tuple[str, str]] = ()
         for metric in names:
             row = f"  {metric:<{width}}  {_number(metrics.get(f'test/{metric}')):>9}"
             if baseline:
-                row += f"  {_number(baseline.get(f'baseline/{metric}')):>9}"
+                row += f"  {_baseline_cell(baseline, metric):>9}"
             lines.append(row)
     if summary.get("peer_check"):
         lines.append(f"peer check: {summary['peer_check']}")
