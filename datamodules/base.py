@@ -386,8 +386,7 @@ class BaseDataModule(L.LightningDataModule):
                 f"{type(self).__name__}: a fold of a series must train on every step before "
                 "its test block (forward-chaining); use cv.strategy=forward"
             )
-        train, val, _ = fold_split(train_rows, test_rows, val_fraction, 0, ordered=True)
-        cut = len(train)
+        cut = len(fold_split(train_rows, test_rows, val_fraction, 0, ordered=True)[0])
         return {"train": (0, cut), "val": (cut, end), "test": (end, test_end)}
 
     def use_test_for_predict(self) -> None:

@@ -97,7 +97,7 @@ def read_options(cfg: DictConfig) -> Options:
             raise ConfigError(f"cv.{name}={value!r}: expected a whole number >= {least}")
     if options.strategy not in STRATEGIES:
         raise ConfigError(f"cv.strategy={options.strategy!r}; expected one of {STRATEGIES}")
-    if options.fold is not None:
+    if options.fold is not None:  # the values as given: a set would merge True into 1
         chosen = [options.fold] if not isinstance(options.fold, list) else options.fold
         if not chosen or any(
             isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < options.folds
@@ -606,11 +606,11 @@ def run_cv(
     mine: list[dict[str, Any]] = []
     chosen = options.chosen
     for fold in plan:
+        if chosen is not None and fold.fold not in chosen:  # another job's: read after ours
+            summaries.append(None)
+            continue
         name = fold.folder.relative_to(output_dir)
         summary = _completed(fold.folder)
-        if chosen is not None and fold.fold not in chosen:  # another job's fold
-            summaries.append(summary)
-            continue
         if summary is not None:
             say(f"{name}: already completed, kept")
         else:
