@@ -479,3 +479,16 @@ def test_progress_samples_show_what_the_model_writes(tmp_path, capsys):
     shown = [line for line in capsys.readouterr().out.splitlines() if "sample at step" in line]
     assert len(shown) == 2  # after each validation, none for the sanity check
     assert shown[0].startswith("sample at step 1 (val loss ")
+
+
+def test_word_vectors_need_a_datamodule_with_a_tokenizer(tmp_path):
+    """task.embeddings_path with a datamodule that has no word tokenizer is one clear
+    ConfigError when training starts, not an AttributeError."""
+    from types import SimpleNamespace
+
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("good 0.1 0.2\n", encoding="utf-8")
+    task = TextClassification(network="lstm", embedding_dim=2, embeddings_path=str(vectors))
+    task._trainer = SimpleNamespace(datamodule=SimpleNamespace(), global_step=0)
+    with pytest.raises(ConfigError, match="has no tokenizer; drop task.embeddings_path"):
+        task.on_fit_start()
