@@ -18,6 +18,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from datamodules import _disk_rows
+from datamodules._disk_rows import take
 from datamodules.base import BaseDataModule, CVRows, class_predictions
 from tasks.errors import ConfigError, DataError
 
@@ -128,10 +130,10 @@ class ImageDataModule(BaseDataModule):
             hp.seed,
             stratify=y.numpy(),
         )
-        val_x, val_y = splits["val"] if has_val else (x[val_idx], y[val_idx])
+        val_x, val_y = splits["val"] if has_val else (take(x, val_idx), y[val_idx])
         if len(val_y) == 0:
             raise ConfigError("datamodule.val_fraction leaves no validation images; raise it")
-        train_x, train_y = x[train_idx], y[train_idx]
+        train_x, train_y = take(x, train_idx), y[train_idx]
         if not self.fitted_state:
             num_classes = int(y.max()) + 1
             names = splits.get("class_names") or self.default_class_names(num_classes)
@@ -149,7 +151,7 @@ class ImageDataModule(BaseDataModule):
             _check_images(test_x, test_y, f"{type(self).__name__} test set")
             self.test_data = (test_x, test_y)
         elif len(test_idx):
-            self.test_data = (x[test_idx], y[test_idx])
+            self.test_data = (take(x, test_idx), y[test_idx])
 
     def setup_predict(self) -> None:
         hp = self.hparams
@@ -211,7 +213,7 @@ class ImageDataModule(BaseDataModule):
         return frame
 
 
-def _check_images(x: Tensor, y: Tensor, where: str) -> None:
+def _check_images(x: Tensor | _disk_rows.DiskRows, y: Tensor, where: str) -> None:
     if x.dtype != torch.uint8 or x.ndim != 4:
         raise DataError(
             f"{where}: expected uint8 images (N, C, H, W), got {x.dtype} {tuple(x.shape)}"
@@ -222,7 +224,7 @@ def _check_images(x: Tensor, y: Tensor, where: str) -> None:
         raise DataError(f"{where}: no images")
 
 
-def _channel_stats(x: Tensor) -> dict[str, list[float]]:
+def _channel_stats(x: Tensor | _disk_rows.DiskRows) -> dict[str, list[float]]:
     """Per-channel mean and std of uint8 images in [0, 1] units, in chunks (no float copy)."""
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
@@ -308,13 +310,15 @@ def png_base64(image: Tensor) -> str:
 
 
 def _decode(
-    files: Sequence[Any], channels: int, size: tuple[int, int]
+    files: Sequence[Any], channels: int, size: tuple[int, int], out: np.ndarray | None = None
 ) -> tuple[Tensor, list[Any], list[tuple[Any, str]]]:
     """Decode, convert and resize (files, or any source :func:`_open_image` takes);
-    unreadable ones are returned, not raised."""
+    unreadable ones are returned, not raised. ``out``: a uint8 array of at least
+    ``len(files)`` rows of ``(C, H, W)`` to fill instead of a new tensor (a reused chunk);
+    the kept images are then its first rows, and the returned tensor is empty."""
     from PIL import Image
 
-    out = torch.empty((len(files), channels, *size), dtype=torch.uint8)
+    target = out if out is not None else np.empty((len(files), channels, *size), np.uint8)
     kept: list[Any] = []
     bad: list[tuple[Any, str]] = []
     for path in files:
@@ -329,9 +333,10 @@ def _decode(
             bad.append((path, f"{type(exc).__name__}: {exc}"))
             continue
         array = array[:, :, None] if array.ndim == 2 else array
-        out[len(kept)] = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        target[len(kept)] = array.transpose(2, 0, 1)
         kept.append(path)
-    return out[: len(kept)], kept, bad
+    images = torch.from_numpy(target[: len(kept)]) if out is None else torch.empty(0)
+    return images, kept, bad
 
 
 def _report_unreadable(bad: list[tuple[Path, str]], where: str, skip: bool) -> None:
@@ -357,8 +362,11 @@ class ImageFolderDataModule(ImageDataModule):
     Either ``path/train/<class>/...`` with ``path/val/<class>`` and/or
     ``path/test/<class>`` (missing splits are cut from train by seed), or
     ``path/<class>/...`` split by seed into train, validation and test. Images are
-    decoded once, converted to one colour mode and resized to ``resize``, and held in
-    memory as uint8 (about ``N * C * H * W`` bytes).
+    decoded once, converted to one colour mode and resized to ``resize``, and held as
+    uint8 (``N * C * H * W`` bytes): in memory, or, when that is more than the memory
+    budget, in a cache file under ``data_dir/cache/images`` that batches are read from
+    through a memory map (:mod:`datamodules._disk_rows`). Batches are the same either way.
+    The cache is reused by later runs until a file is added, removed or changed.
 
     Args:
         path: The root folder.
@@ -366,6 +374,11 @@ class ImageFolderDataModule(ImageDataModule):
             size of the images when they all agree, else an error asking for it.
         channels: 1 (grey), 3 (RGB), or ``auto``: RGB if any training image has colour.
         on_corrupt: ``skip`` unreadable files with a warning listing them, or ``error``.
+        cache: ``memory`` (decode on every run, hold in RAM), ``disk`` (decode once into a
+            cache file, read through a memory map), or ``auto``: ``disk`` when the decoded
+            images exceed ``memory_budget_mb``.
+        memory_budget_mb: The decoded size above which ``auto`` goes to disk; default a
+            quarter of the memory available when the data is loaded.
         **kwargs: Download, predict and loader settings of :class:`ImageDataModule`.
     """
 
@@ -375,6 +388,8 @@ class ImageFolderDataModule(ImageDataModule):
         resize: int | Sequence[int] | None = None,
         channels: int | str = "auto",
         on_corrupt: str = "skip",
+        cache: str = "auto",
+        memory_budget_mb: float | None = None,
         **kwargs: Any,
     ) -> None:
         if not path:
@@ -385,7 +400,13 @@ class ImageFolderDataModule(ImageDataModule):
             raise ConfigError(f"datamodule.channels={channels!r}; expected auto, 1 or 3")
         if on_corrupt not in ("skip", "error"):
             raise ConfigError(f"datamodule.on_corrupt={on_corrupt!r}; expected skip or error")
+        if cache not in _disk_rows.CACHE_MODES:
+            raise ConfigError(
+                f"datamodule.cache={cache!r}; expected one of {', '.join(_disk_rows.CACHE_MODES)}"
+            )
         super().__init__(**kwargs)
+        #: Where the decoded images of the last :meth:`load_splits` live (None: in memory).
+        self.cache_folder: Path | None = None
 
     @property
     def dataset_name(self) -> str:
@@ -466,24 +487,93 @@ class ImageFolderDataModule(ImageDataModule):
             unknown = sorted(set(classes) - set(names))
             if unknown:
                 raise DataError(f"{root}/{split}: classes {unknown} are not in {root}/train")
-        every = [p for classes in trees.values() for files in classes.values() for p in files]
-        if self.fitted_state:
-            channels, size = self.fitted_state["channels"], tuple(self.fitted_state["image_size"])
-        else:
-            channels, size = self._channels(every), self._size(every)
-        out: dict[str, Any] = {"class_names": names}
-        for split, classes in trees.items():
-            files = [p for name in names for p in classes.get(name, [])]
-            labels = [i for i, name in enumerate(names) for _ in classes.get(name, [])]
-            images, kept, bad = _decode(files, channels, size)
-            _report_unreadable(
-                bad, f"{root}/{split}" if layout else str(root), skip=hp.on_corrupt == "skip"
+        listed = {
+            split: (
+                [p for name in names for p in classes.get(name, [])],
+                [i for i, name in enumerate(names) for _ in classes.get(name, [])],
             )
-            keep = {p: i for i, p in enumerate(files)}
-            y = torch.tensor([labels[keep[p]] for p in kept], dtype=torch.int64)
-            out[split] = (images, y)
-        self._splits = out
-        return out
+            for split, classes in trees.items()
+        }
+        every = [p for files, _ in listed.values() for p in files]
+        where = {split: f"{root}/{split}" if layout else str(root) for split in listed}
+        cache = None
+        if hp.cache != "memory":  # a complete cache of exactly these files is always used
+            settings = {"channels": hp.channels, "resize": hp.resize, "splits": list(listed)}
+            source = _disk_rows.source_folder(Path(hp.data_dir) / "cache", "images", root)
+            cache = source / _disk_rows.content_key(every, settings)
+        meta = _disk_rows.read_cache(cache) if cache is not None else None
+        if meta is not None and self.fitted_state:
+            fitted = [self.fitted_state["channels"], list(self.fitted_state["image_size"])]
+            meta = meta if [meta["channels"], meta["size"]] == fitted else None
+        if meta is None:
+            if self.fitted_state:
+                channels = self.fitted_state["channels"]
+                size = tuple(self.fitted_state["image_size"])
+            else:
+                channels, size = self._channels(every), self._size(every)
+            nbytes = len(every) * channels * size[0] * size[1]
+            to_disk = _disk_rows.use_disk(hp.cache, nbytes, hp.memory_budget_mb, "datamodule.cache")
+            if not to_disk:
+                self.cache_folder = None
+                out: dict[str, Any] = {}
+                for split, (files, labels) in listed.items():
+                    images, kept, bad = _decode(files, channels, size)
+                    self._report(bad, where[split])
+                    out[split] = (images, _kept_labels(files, labels, kept))
+                self._splits = {"class_names": names, **out}
+                return self._splits
+            meta = self._write_cache(cache, listed, channels, size, where)
+        else:  # the same warning (or error) as when the cache was written
+            for split, lines in meta["skipped"].items():
+                self._report([(Path(p), why) for p, why in lines], where[split])
+        self.cache_folder = cache
+        rows = meta["rows"]
+        self._splits = {
+            "class_names": names,
+            **{split: (rows[f"{split}.u8"], rows[f"{split}.labels"][:]) for split in listed},
+        }
+        return self._splits
+
+    def _report(self, bad: list[tuple[Path, str]], where: str) -> None:
+        _report_unreadable(bad, where, skip=self.hparams.on_corrupt == "skip")
+
+    def _write_cache(
+        self,
+        folder: Path,
+        listed: dict[str, tuple[list[Path], list[int]]],
+        channels: int,
+        size: tuple[int, int],
+        where: dict[str, str],
+    ) -> dict[str, Any]:
+        """Decode each split's images into a new cache folder (one file per split), a chunk
+        of images at a time: memory holds one chunk, not the data."""
+        most = max(len(files) for files, _ in listed.values())
+        chunk = np.empty((max(1, min(1024, most)), channels, *size), np.uint8)
+        with _disk_rows.CacheWriter(folder) as writer:
+            skipped: dict[str, list[list[str]]] = {}
+            for split, (files, labels) in listed.items():
+                kept: list[Any] = []
+                bad: list[tuple[Any, str]] = []
+                writer.append(f"{split}.u8", chunk[:0])  # the file exists even when empty
+                for start in range(0, len(files), len(chunk)):
+                    part = files[start : start + len(chunk)]
+                    _, kept_part, bad_part = _decode(part, channels, size, out=chunk)
+                    writer.append(f"{split}.u8", chunk[: len(kept_part)])
+                    kept += kept_part
+                    bad += bad_part
+                self._report(bad, where[split])
+                writer.append(f"{split}.labels", _kept_labels(files, labels, kept).numpy())
+                skipped[split] = [[str(p), why] for p, why in bad]
+            writer.commit(skipped=skipped, channels=channels, size=list(size))
+        meta = _disk_rows.read_cache(folder)
+        if meta is None:
+            raise DataError(f"{folder}: the image cache just written cannot be read back")
+        return meta
+
+
+def _kept_labels(files: list[Path], labels: list[int], kept: list[Any]) -> Tensor:
+    position = {p: i for i, p in enumerate(files)}
+    return torch.tensor([labels[position[p]] for p in kept], dtype=torch.int64)
 
 
 # the bundled and downloaded datasets' old import path (datamodules.image:MNISTDataModule),
