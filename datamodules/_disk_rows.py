@@ -1,4 +1,4 @@
-"""Rows decoded once into a file on disk and read back through a memory map.
+"""Rows decoded once into a file on disk and read back a batch at a time.
 
 Data larger than memory (100k photos at 224x224 are 15 GB as uint8) cannot be decoded
 into RAM next to training. :class:`DiskRows` holds such rows in a flat binary file (the
@@ -8,9 +8,12 @@ TensorLoader` slices it exactly as it slices an in-memory tensor (the same rows,
 order, the same batches), and :meth:`DiskRows.subset` makes train/validation/test views
 without copying.
 
-Pages read through the map are handed back to the kernel every :data:`RELEASE_BYTES`
-bytes (``madvise(MADV_DONTNEED)``): they stay in the page cache for the next epoch but
-do not count in the process' resident memory.
+Rows are read with positioned reads (``preadv``, one per run of consecutive rows) into
+each batch's own array: the file's pages stay in the kernel's page cache for the next
+epoch but never count in the process' resident memory. (A memory map would count them:
+measured here, 100 batches of 128 random 12 KB rows mapped 1.3 GB of a 1.2 GB file, as
+the kernel maps the cached pages around every faulting one, and ``madvise`` could not
+keep up.)
 
 A cache folder is keyed by what the rows were made from (:func:`content_key`: file
 names, sizes and modification times, and the decoding settings). It is written under a
@@ -24,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import mmap
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -36,9 +38,6 @@ import torch
 from torch import Tensor
 
 from tasks.errors import ConfigError
-
-#: Mapped bytes read between two hand-backs of the map's pages to the kernel.
-RELEASE_BYTES = 64 * 2**20
 
 #: Bumped whenever what a cache holds changes meaning (decoding, layout).
 FORMAT = 1
@@ -70,9 +69,8 @@ class DiskRows:
         self.row_shape = tuple(int(s) for s in row_shape)
         self.np_dtype = np.dtype(dtype)
         self.index = None if index is None else np.asarray(index, dtype=np.int64)
-        self._array: np.ndarray | None = None
-        self._map: mmap.mmap | None = None
-        self._touched = 0
+        self.row_bytes = int(np.prod(self.row_shape)) * self.np_dtype.itemsize
+        self._handle: int | None = None
 
     # -- what a tensor answers -------------------------------------------------------------
     def __len__(self) -> int:
@@ -126,33 +124,26 @@ class DiskRows:
         return DiskRows(self.path, self.rows, self.row_shape, str(self.np_dtype), index)
 
     # -- reading -----------------------------------------------------------------------------
-    def _open(self) -> np.ndarray:
-        if self._array is None:
-            size = self.rows * int(np.prod(self.row_shape)) * self.np_dtype.itemsize
-            if size == 0:
-                return np.empty((self.rows, *self.row_shape), dtype=self.np_dtype)
-            with open(self.path, "rb") as handle:
-                self._map = mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ)
-            self._array = np.frombuffer(
-                self._map, dtype=self.np_dtype, count=size // self.np_dtype.itemsize
-            )
-            self._array = self._array.reshape(self.rows, *self.row_shape)
-        return self._array
+    def _fd(self) -> int:
+        if self._handle is None:
+            self._handle = os.open(self.path, os.O_RDONLY)
+        return self._handle
 
-    def _release(self, nbytes: int) -> None:
-        self._touched += nbytes
-        if (
-            self._touched >= RELEASE_BYTES
-            and self._map is not None
-            and hasattr(mmap, "MADV_DONTNEED")
-        ):
-            self._map.madvise(mmap.MADV_DONTNEED)
-            self._touched = 0
+    def _read_into(self, out: np.ndarray, first_row: int) -> None:
+        """Fill ``out`` (consecutive rows) from the file, starting at row ``first_row``."""
+        view = memoryview(out).cast("B")
+        offset, done = first_row * self.row_bytes, 0
+        while done < len(view):
+            got = os.preadv(self._fd(), [view[done:]], offset + done)
+            if got <= 0:
+                raise OSError(f"{self.path}: the file ends before row {first_row + len(out)}")
+            done += got
 
     def _read_range(self, start: int, stop: int) -> Tensor:
-        out = torch.from_numpy(np.array(self._open()[start:stop]))
-        self._release(out.numel() * out.element_size())
-        return out
+        out = np.empty((max(stop - start, 0), *self.row_shape), dtype=self.np_dtype)
+        if len(out):
+            self._read_into(out, start)
+        return torch.from_numpy(out)
 
     def _gather(self, positions: np.ndarray) -> Tensor:
         n = len(self)
@@ -161,21 +152,36 @@ class DiskRows:
         rows = positions % n if len(positions) else positions
         if self.index is not None:
             rows = self.index[rows]
-        order = np.argsort(rows, kind="stable")  # the file in order: sequential reads
-        out = np.empty((len(rows), *self.row_shape), dtype=self.np_dtype)
-        out[order] = self._open()[rows[order]]
-        tensor = torch.from_numpy(out)
-        self._release(out.nbytes)
-        return tensor
+        order = np.argsort(rows, kind="stable")  # the file in order: one read per run of rows
+        ordered = rows[order]
+        buffer = np.empty((len(rows), *self.row_shape), dtype=self.np_dtype)
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        for start, stop in zip([0, *breaks.tolist()], [*breaks.tolist(), len(rows)]):
+            self._read_into(buffer[start:stop], int(ordered[start]))
+        out = np.empty_like(buffer)
+        out[order] = buffer
+        return torch.from_numpy(out)
 
-    # -- copies and pickles (deepcopy, spawned processes) reopen the file ---------------------
+    # -- copies and pickles (deepcopy, spawned processes) open the file again ----------------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_array=None, _map=None, _touched=0)
+        state["_handle"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+    def __del__(self) -> None:
+        if getattr(self, "_handle", None) is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._handle)
+
+
+def head(rows: Any, n: int) -> Any:
+    """The first ``n`` rows: a view (nothing read) for a tensor and :class:`DiskRows` alike."""
+    if isinstance(rows, DiskRows):
+        return rows if len(rows) <= n else rows.subset(np.arange(n))
+    return rows[:n]
 
 
 def take(rows: Any, index: Any) -> Any:

@@ -365,7 +365,7 @@ class ImageFolderDataModule(ImageDataModule):
     decoded once, converted to one colour mode and resized to ``resize``, and held as
     uint8 (``N * C * H * W`` bytes): in memory, or, when that is more than the memory
     budget, in a cache file under ``data_dir/cache/images`` that batches are read from
-    through a memory map (:mod:`datamodules._disk_rows`). Batches are the same either way.
+    a batch at a time (:mod:`datamodules._disk_rows`). Batches are the same either way.
     The cache is reused by later runs until a file is added, removed or changed.
 
     Args:
@@ -375,7 +375,7 @@ class ImageFolderDataModule(ImageDataModule):
         channels: 1 (grey), 3 (RGB), or ``auto``: RGB if any training image has colour.
         on_corrupt: ``skip`` unreadable files with a warning listing them, or ``error``.
         cache: ``memory`` (decode on every run, hold in RAM), ``disk`` (decode once into a
-            cache file, read through a memory map), or ``auto``: ``disk`` when the decoded
+            cache file, read a batch at a time), or ``auto``: ``disk`` when the decoded
             images exceed ``memory_budget_mb``.
         memory_budget_mb: The decoded size above which ``auto`` goes to disk; default a
             quarter of the memory available when the data is loaded.

@@ -951,6 +951,7 @@ def near_duplicates(
 
 
 def _inspect_images(ctx: _Context) -> None:
+    from datamodules._disk_rows import head
     from datamodules.image import ImageFolderDataModule
 
     dm, report = ctx.dm, ctx.report
@@ -970,7 +971,7 @@ def _inspect_images(ctx: _Context) -> None:
             ctx, names, {s: _label_counts(d, len(names)) for s, d in data.items()}, "images"
         )
     with ctx.check("near-duplicate images"):
-        hashed = {s: average_hash(d[0][:MAX_IMAGES]) for s, d in data.items()}
+        hashed = {s: average_hash(head(d[0], MAX_IMAGES)) for s, d in data.items()}
         found, examples = [], []
         for split, other in (("val", "train"), ("test", "train"), ("test", "val")):
             if split not in hashed or other not in hashed:
