@@ -351,3 +351,22 @@ def test_early_stopping_ends_the_run_once_val_loss_stops_improving(tmp_path):
     assert expected < max_epochs, "val/loss kept improving: nothing to stop"
     assert summary["epochs"] == len(losses) == expected
     assert summary["stopped_early"] and summary["max_epochs"] == max_epochs
+
+
+def test_min_steps_raises_the_epochs_of_a_small_data_run(tmp_path, caplog):
+    """iris has 105 training rows: 2 batches of 64 an epoch, so 3 epochs are 6 steps; with
+    trainer.min_steps=15 the run takes 8 epochs (16 steps) and says why."""
+    overrides = [
+        "trainer.max_epochs=3",
+        "datamodule.batch_size=64",
+        "+trainer.min_steps=15",
+        "callbacks.early_stopping.patience=1",  # would stop at once: min_steps holds it back
+        *QUIET,
+        f"output_dir={tmp_path / 'raised'}",
+    ]
+    with caplog.at_level("INFO", logger="tasks.engine.runner"):
+        summary = run(compose("iris_mlp", overrides))
+    assert summary["max_epochs"] == 8 and summary["global_step"] == 16, summary
+    assert "max_epochs is raised from 3 to 8 to reach trainer.min_steps=15" in caplog.text
+    plain = run(compose("iris_mlp", [*overrides[:2], *QUIET, f"output_dir={tmp_path / 'p'}"]))
+    assert plain["max_epochs"] == 3 and plain["global_step"] == 6

@@ -639,6 +639,7 @@ def _prepare(cfg: DictConfig, datamodule: L.LightningDataModule | None, console:
     steps = 1
     if mode == "train":
         steps = fused.configure(task, trainer, datamodule, cfg.get("steps_per_execution", "auto"))
+        _reach_min_steps(trainer, datamodule)
     device = describe_device(trainer, steps)
     if trainer.is_global_zero:
         log.info(device)
@@ -658,6 +659,42 @@ def _prepare(cfg: DictConfig, datamodule: L.LightningDataModule | None, console:
     if findings is not None:
         run.summary["doctor"] = findings
     return run
+
+
+def _reach_min_steps(trainer: L.Trainer, datamodule: Any) -> None:
+    """Raise ``max_epochs`` so that ``trainer.min_steps`` optimizer steps fit in it.
+
+    On small data an epoch is a step or two, and a preset's epoch count (right for
+    thousands of rows) would stop training after a few dozen steps. ``min_steps`` is
+    Lightning's own setting (early stopping waits for it); Lightning itself stops at
+    ``max_epochs`` first, so the epochs are raised here, with one line saying so.
+    """
+    min_steps, max_epochs = trainer.fit_loop.min_steps, trainer.fit_loop.max_epochs
+    if not min_steps or max_epochs is None or max_epochs < 0:
+        return
+    try:
+        loader = datamodule.train_dataloader()
+        per_epoch = int(loader.num_batches if hasattr(loader, "num_batches") else len(loader))
+    except TypeError:  # a loader of unknown length: nothing to compute
+        return
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        per_epoch = min(per_epoch, limit)
+    elif isinstance(limit, float):
+        per_epoch = int(per_epoch * limit)
+    per_epoch //= max(1, trainer.accumulate_grad_batches)
+    needed = -(-int(min_steps) // max(per_epoch, 1))
+    if needed > max_epochs:
+        trainer.fit_loop.max_epochs = needed
+        log.info(
+            "small data: %d optimizer step(s) an epoch, so max_epochs is raised from %d to "
+            "%d to reach trainer.min_steps=%d (set trainer.min_steps=null to keep %d)",
+            per_epoch,
+            max_epochs,
+            needed,
+            min_steps,
+            max_epochs,
+        )
 
 
 def _train(run: _Run) -> None:
