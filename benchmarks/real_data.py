@@ -291,6 +291,8 @@ DATASETS = [
             sktime_ucr("ItalyPowerDemand"), note="UCR split 67/1029, length 24"),
     Dataset("arrow_head", "series", "sequence_classification", "sktime ArrowHead",
             sktime_ucr("ArrowHead"), note="UCR split 36/175, 3 classes"),
+    Dataset("osu_leaf", "series", "sequence_classification", "sktime OSULeaf",
+            sktime_ucr("OSULeaf"), note="UCR split 200/242, length 427, 6 classes"),
     # forecasting
     Dataset("airline", "forecast", "forecast_csv", "shared/data (pmdarima)",
             shared_table("airline_passengers.csv", "passengers"),
@@ -512,13 +514,21 @@ def baseline_peers(summary: dict) -> dict[str, dict[str, float]]:
 
 
 # -- one run ---------------------------------------------------------------------------------
-def run_one(dataset: Dataset, files: dict, seed: int, out: Path, epochs: int | None) -> dict:
+def run_one(
+    dataset: Dataset,
+    files: dict,
+    seed: int,
+    out: Path,
+    epochs: int | None,
+    extra: list[str] | None = None,
+) -> dict:
     from tasks import api
 
     overrides = [f"datamodule.{k}={v}" for k, v in files.items()] + dataset.overrides
     overrides += [f"seed={seed}"]
     if epochs is not None:
         overrides.append(f"trainer.max_epochs={epochs}")
+    overrides += list(extra or [])
     record: dict[str, Any] = {"dataset": dataset.name, "seed": seed, "overrides": overrides}
     run_overrides = [
         *overrides,
@@ -670,6 +680,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--quick", action="store_true", help="1 seed, big sets subsampled")
     parser.add_argument("--epochs", type=int, help="trainer.max_epochs (default: the preset's)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides added to every run (e.g. to try a default on the whole suite)",
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, help="run folders (default: CACHE/runs/TIME)")
     parser.add_argument("--markdown", type=Path)
@@ -689,7 +706,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         n_rows = count_rows(dataset, files)
         mine = []
         for seed in range(seeds):
-            record = run_one(dataset, files, seed, out, args.epochs)
+            record = run_one(dataset, files, seed, out, args.epochs, args.set)
             mine.append(record)
             shown = record.get("error") or {
                 "preset": record["metrics"].get(MAIN_METRIC[dataset.kind]),
