@@ -31,6 +31,9 @@ BASELINES = ("naive", "seasonal_naive")
 #: Ridge penalty of the least-squares fit of the linear part, relative to each input's
 #: sum of squares: enough to keep the solve stable, too little to bias it.
 RIDGE = 1e-4
+#: Penalties (relative, as :data:`RIDGE`) the linear part chooses from on validation
+#: windows: from the plain least-squares fit to the prior forecast itself.
+PENALTIES = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e4)
 
 
 def _flat_batches(loader: Any) -> Any:
@@ -75,6 +78,8 @@ class RelativeForecaster(nn.Module):
         self.bias.requires_grad_(linear)
         self.register_buffer("spread", torch.ones(targets))
         self.register_buffer("fitted", torch.tensor(False))
+        #: Per target, the prior and penalty :meth:`fit` chose (not saved in checkpoints).
+        self.choice: list[str] = []
 
     def changes(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The window's targets minus their last values ``(N, lookback, targets)``, and the
@@ -90,14 +95,14 @@ class RelativeForecaster(nn.Module):
             out = out + torch.einsum("nlk,khl->nhk", d, self.weight) + self.bias.T
         return out
 
-    @torch.no_grad()
-    def fit(self, batches: Any, reduce: Any = None) -> None:
-        """Least-squares linear part and ``spread`` from training batches ``{"x", "y"}``
-        (or ``(x, y)``); ``reduce`` sums a tensor over processes (distributed training)."""
-        k, lookback = self.targets, self.weight.shape[-1]
+    def _moments(self, batches: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Sums over the windows of ``batches``: the Gram matrix of ``[d, 1]``, its products
+        with the target changes, the squares of ``d`` and of the changes, per target."""
+        k, lookback, horizon = self.targets, self.weight.shape[-1], self.weight.shape[1]
         gram = torch.zeros(k, lookback + 1, lookback + 1, dtype=torch.float64)
-        cross = torch.zeros(k, lookback + 1, self.weight.shape[1], dtype=torch.float64)
+        cross = torch.zeros(k, lookback + 1, horizon, dtype=torch.float64)
         square = torch.zeros(k, dtype=torch.float64)
+        changes = torch.zeros(k, dtype=torch.float64)
         for batch in batches:
             x, y = (batch["x"], batch["y"]) if isinstance(batch, dict) else batch[:2]
             d, last = self.changes(x.double().cpu())
@@ -106,18 +111,83 @@ class RelativeForecaster(nn.Module):
             gram += torch.einsum("nik,njk->kij", design, design)
             cross += torch.einsum("nik,nhk->kih", design, change)
             square += (d**2).sum(dim=(0, 1))
+            changes += (change**2).sum(dim=(0, 1))
+        return gram, cross, square, changes
+
+    def _priors(self, season: int) -> list[tuple[str, Tensor]]:
+        """Weights the linear part is shrunk towards: none (the naive forecast: no change)
+        and, when a season fits in the window, the seasonal naive forecast (the change to
+        the value one season before each forecast step)."""
+        k, horizon, lookback = self.weight.shape
+        priors = [("naive", torch.zeros(k, lookback, horizon, dtype=torch.float64))]
+        if season > 1:
+            seasonal = torch.zeros(k, lookback, horizon, dtype=torch.float64)
+            for h in range(horizon):
+                j = lookback + h - season * (1 + h // season)  # that value's window position
+                if not 0 <= j < lookback:
+                    return priors
+                seasonal[:, j, h] = 1.0
+            priors.append(("seasonal_naive", seasonal))
+        return priors
+
+    @torch.no_grad()
+    def fit(
+        self, batches: Any, reduce: Any = None, val_batches: Any = None, season: int = 1
+    ) -> None:
+        """Least-squares linear part and ``spread`` from training batches ``{"x", "y"}``
+        (or ``(x, y)``); ``reduce`` sums a tensor over processes (distributed training).
+
+        With ``val_batches`` the linear part's ridge penalty, and the forecast it shrinks
+        towards (naive, or seasonal naive with ``season``), are chosen per target among
+        :data:`PENALTIES` by the squared error on those windows: few training windows
+        (a short series) give a strong penalty, so the forecast stays near the better naive
+        forecast instead of fitting noise with ``lookback`` weights; many give the plain
+        least-squares fit. Without them the penalty is :data:`RIDGE`, towards naive.
+        """
+        gram, cross, square, _ = self._moments(batches)
         if reduce is not None:
             device = self.spread.device
             gram, cross, square = (reduce(t.to(device)).cpu() for t in (gram, cross, square))
         rows = gram[:, -1, -1]  # windows seen (the bias column's square sum)
         if float(rows.min()) < 1:
             return
+        lookback = self.weight.shape[-1]
         if self.linear:
             diagonal = gram.diagonal(dim1=1, dim2=2)  # (k, lookback + 1)
-            ridge = RIDGE * diagonal + 1e-9 * diagonal.mean(dim=1, keepdim=True)
-            solution = torch.linalg.solve(gram + torch.diag_embed(ridge), cross)
-            self.weight.copy_(solution[:, :-1].transpose(1, 2))
-            self.bias.copy_(solution[:, -1])
+            floor = 1e-9 * diagonal.mean(dim=1, keepdim=True)
+            scale = torch.cat([diagonal[:, :-1], torch.zeros_like(diagonal[:, -1:])], dim=1)
+            validate = val_batches is not None
+            if validate:
+                vgram, vcross, _, vchanges = self._moments(val_batches)
+                if reduce is not None:
+                    device = self.spread.device
+                    vgram, vcross, vchanges = (
+                        reduce(t.to(device)).cpu() for t in (vgram, vcross, vchanges)
+                    )
+                validate = float(vgram[:, -1, -1].min()) >= 1
+            best_error = torch.full((len(rows),), float("inf"), dtype=torch.float64)
+            best = torch.zeros_like(cross)
+            self.choice = [f"naive, penalty {RIDGE:g}"] * len(rows)
+            for name, prior in self._priors(season) if validate else self._priors(1):
+                anchor = torch.cat([prior, torch.zeros_like(prior[:, :1])], dim=1)
+                for penalty in PENALTIES if validate else (RIDGE,):
+                    ridge = torch.diag_embed(penalty * scale + floor)
+                    solution = torch.linalg.solve(gram + ridge, cross + ridge @ anchor)
+                    if not validate:
+                        best = solution
+                        continue
+                    error = (
+                        vchanges
+                        - 2 * (solution * vcross).sum(dim=(1, 2))
+                        + (solution * (vgram @ solution)).sum(dim=(1, 2))
+                    )
+                    better = error < best_error
+                    best[better] = solution[better]
+                    best_error = torch.where(better, error, best_error)
+                    for target in better.nonzero().flatten().tolist():
+                        self.choice[target] = f"{name}, penalty {penalty:g}"
+            self.weight.copy_(best[:, :-1].transpose(1, 2))
+            self.bias.copy_(best[:, -1])
         spread = (square / (rows * lookback)).sqrt()
         self.spread.copy_(torch.where(spread > 0, spread, torch.ones_like(spread)))
         heads = [
@@ -328,7 +398,11 @@ class Forecasting(BaseTask):
         loader = datamodule.train_dataloader()
         if getattr(loader, "epoch_rows", None) is not None:
             loader.epoch_rows = None  # every training window, not one budgeted epoch's draw
-        model.fit(_flat_batches(loader), reduce)
+        val = None
+        if getattr(datamodule, "val_data", None) is not None:
+            val = _flat_batches(datamodule.val_dataloader())
+        season = int(datamodule_value(self, datamodule, "season", 1) or 1)
+        model.fit(_flat_batches(loader), reduce, val_batches=val, season=season)
 
     def on_test_epoch_start(self) -> None:
         self._test_rows = []
@@ -366,7 +440,14 @@ class Forecasting(BaseTask):
             self.test_table[key] = self.unscale(gathered[key][order].float()).cpu()
 
     def summary_notes(self) -> list[str]:
-        return list(self.notes)
+        choice = getattr(self.model, "choice", None)
+        if not choice:
+            return list(self.notes)
+        chosen = "; ".join(
+            f"towards {c}" if len(choice) == 1 else f"target {i}: towards {c}"
+            for i, c in enumerate(choice)
+        )
+        return [*self.notes, f"linear part chosen on the validation windows: {chosen}"]
 
     def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
         if not self.test_table:

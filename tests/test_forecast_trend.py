@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tasks.api import compose, run
-from tasks.forecast import Forecasting, RelativeForecaster
+from tasks.forecast import RIDGE, Forecasting, RelativeForecaster
 from tasks.nets.forecast import build_forecast_net
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -158,3 +158,49 @@ def test_the_default_preset_beats_both_naive_forecasts_on_trend_and_season(tmp_p
     assert metrics["test/skill"] > 0.3, metrics  # vs seasonal naive (a year of trend behind)
     assert metrics["test/skill_vs_naive"] > 0.3, metrics  # vs naive (misses the cycle)
     assert "The model beats the seasonal naive" in summary["notes"][0]
+
+
+def _val_error(model: RelativeForecaster, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x) - y).pow(2).mean())
+
+
+def test_a_short_random_walk_keeps_the_linear_part_near_the_naive_forecast():
+    """30 training windows for 24 weights: the plain least-squares fit learns noise; chosen
+    on validation windows, the penalty is strong and the forecast stays near naive."""
+    torch.manual_seed(3)
+    series = torch.randn(160).cumsum(0)
+    x, y = windows(series, 24, 1)
+    train, val = (x[:30], y[:30]), (x[60:], y[60:])
+    plain, chosen = relative_model(24, 1), relative_model(24, 1)
+    plain.fit([train])
+    chosen.fit([train], val_batches=[val])
+    assert chosen.choice[0].startswith("naive") and float(chosen.choice[0].split()[-1]) >= 1
+    assert chosen.weight.abs().max() < 0.5 * plain.weight.abs().max()
+    assert _val_error(chosen, *val) < _val_error(plain, *val)
+    assert plain.choice == [f"naive, penalty {RIDGE:g}"]  # no validation: as before
+
+
+def test_a_seasonal_series_is_shrunk_towards_the_seasonal_naive_forecast():
+    """A noisy yearly pattern (no sine: twelve random monthly levels) with few training
+    windows: the seasonal prior is chosen, and its weights are the value one season back,
+    for every step of the horizon."""
+    torch.manual_seed(4)
+    t = torch.arange(200, dtype=torch.float32)
+    series = (10 * torch.randn(12)).repeat(17)[:200] + torch.randn(200)
+    x, y = windows(series, 24, 3)
+    model = relative_model(24, 3)
+    model.fit([(x[:20], y[:20])], val_batches=[(x[100:], y[100:])], season=12)
+    assert model.choice[0].startswith("seasonal_naive"), model.choice
+    prior = dict(model._priors(12))["seasonal_naive"][0]  # (lookback, horizon)
+    assert [int(prior[:, h].argmax()) for h in range(3)] == [12, 13, 14]
+    exact = 10 * torch.sin(2 * torch.pi * t / 12)  # the prior alone forecasts a pure cycle
+    ex, ey = windows(exact, 24, 3)
+    with torch.no_grad():
+        model.weight.copy_(prior.T.float().unsqueeze(0))
+        model.bias.zero_()
+        assert torch.allclose(model(ex), ey, atol=1e-4)
+    # beyond one season the prior takes the value two seasons back (step 14: 11 steps before
+    # the forecast origin, window position 13); a window shorter than a season has none
+    assert int(dict(relative_model(24, 14)._priors(12))["seasonal_naive"][0, :, 13].argmax()) == 13
+    assert [name for name, _ in relative_model(6, 3)._priors(12)] == ["naive"]
