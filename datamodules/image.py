@@ -225,10 +225,13 @@ def _check_images(x: Tensor | _disk_rows.DiskRows, y: Tensor, where: str) -> Non
 
 
 def _channel_stats(x: Tensor | _disk_rows.DiskRows) -> dict[str, list[float]]:
-    """Per-channel mean and std of uint8 images in [0, 1] units, in chunks (no float copy)."""
+    """Per-channel mean and std of uint8 images in [0, 1] units, in chunks of a few MB
+    (never a float copy of the data)."""
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
-    for chunk in x.split(4096):
+    # about 4 MB of float64 a chunk
+    rows = max(1, 2**19 // max(1, int(np.prod(x.shape[1:]))))
+    for chunk in x.split(rows):
         c = chunk.to(torch.float64).div_(255)
         total += c.sum(dim=(0, 2, 3))
         squares += c.pow(2).sum(dim=(0, 2, 3))

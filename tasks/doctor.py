@@ -894,37 +894,64 @@ def average_hash(images: Any) -> tuple[np.ndarray, np.ndarray]:
     import torch
     import torch.nn.functional as F
 
-    hashes, thumbs = [], []
+    n = len(images)
+    if not n:
+        return np.zeros(0, np.uint64), np.zeros((0, 64), np.float32)
+    channels = int(images.shape[1])
+    hashes = np.empty(n, np.uint64)
+    thumbs = np.empty((n, channels * 64), np.float32)
     weights = 1 << np.arange(63, -1, -1, dtype=np.uint64)
-    for chunk in images.split(4096):
+    # chunks of about 4 MB of float32, written into arrays made once: a small result kept
+    # from every chunk would sit in the space the chunk freed and leave it unusable (a
+    # list of per-chunk thumbnails of 70k images held 3 GB of fragmented heap)
+    rows = max(1, 2**20 // max(1, int(np.prod(images.shape[1:]))))
+    for start, chunk in zip(range(0, n, rows), images.split(rows)):
         small = F.adaptive_avg_pool2d(chunk.to(torch.float32), 8)
         grey = small.mean(dim=1).reshape(len(chunk), 64)
         bits = (grey > grey.mean(dim=1, keepdim=True)).numpy().astype(np.uint64)
-        hashes.append((bits * weights).sum(axis=1, dtype=np.uint64))
-        thumbs.append(small.reshape(len(chunk), -1).numpy())
-    if not hashes:
-        return np.zeros(0, np.uint64), np.zeros((0, 64), np.float32)
-    return np.concatenate(hashes), np.concatenate(thumbs)
+        hashes[start : start + len(chunk)] = (bits * weights).sum(axis=1, dtype=np.uint64)
+        thumbs[start : start + len(chunk)] = small.reshape(len(chunk), -1).numpy()
+    return hashes, thumbs
+
+
+def _thumbs_close(
+    q_thumb: np.ndarray, b_thumb: np.ndarray, i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
+    """Whether the thumbnails of each candidate pair ``(i[k], j[k])`` are within
+    ``THUMB_DIFF``, compared 65,536 pairs at a time (two million candidate pairs of RGB
+    thumbnails at once would take several GB)."""
+    close = np.zeros(len(i), dtype=bool)
+    for start in range(0, len(i), 65536):
+        part = slice(start, start + 65536)
+        diff = np.abs(q_thumb[i[part]] - b_thumb[j[part]]).mean(axis=1)
+        close[part] = diff <= THUMB_DIFF
+    return close
 
 
 def near_duplicates(
     query: tuple[np.ndarray, np.ndarray], base: tuple[np.ndarray, np.ndarray]
 ) -> list[tuple[int, int]]:
-    """Pairs ``(i, j)``: query image ``i`` is a near-duplicate of base image ``j`` (hashes at
-    most ``HASH_BITS`` apart, thumbnails close). Candidates come from a 3-block index of the
-    hashes (two hashes 2 bits apart agree on one block at least), capped at ``MAX_PAIRS``."""
+    """Pairs ``(i, j)``, one per query image ``i`` that nearly repeats a base image: ``j``
+    is the first such base image found (hashes at most ``HASH_BITS`` apart, thumbnails
+    close). Candidates come from a 3-block index of the hashes (two hashes 2 bits apart
+    agree on one block at least), capped at ``MAX_PAIRS``. At most ``len(query)`` pairs
+    are kept, whatever the number of matches (blank images can match millions)."""
     q_hash, q_thumb = query
     b_hash, b_thumb = base
     if not len(q_hash) or not len(b_hash):
         return []
-    found: set[tuple[int, int]] = set()
+    found = np.full(len(q_hash), -1, dtype=np.int64)  # the base image each query repeats
+
+    def keep(i: np.ndarray, j: np.ndarray) -> None:
+        new = found[i] < 0
+        found[i[new][::-1]] = j[new][::-1]  # reversed: the first match of an image wins
     # equal hashes first, against one base image each (linear, whatever the repeats)
     first = pd.Series(np.arange(len(b_hash))).groupby(b_hash).first()
     match = first.reindex(q_hash).to_numpy()
     i = np.flatnonzero(~np.isnan(match))
     j = match[i].astype(np.int64)
-    close = np.abs(q_thumb[i] - b_thumb[j]).mean(axis=1) <= THUMB_DIFF if len(i) else i > 0
-    found.update(zip(i[close].tolist(), j[close].tolist()))
+    close = _thumbs_close(q_thumb, b_thumb, i, j)
+    keep(i[close], j[close])
     budget = MAX_PAIRS
     for start, width in ((0, 22), (22, 21), (43, 21)):
         mask = np.uint64((1 << width) - 1)
@@ -943,11 +970,12 @@ def near_duplicates(
         i, j = pairs.i.to_numpy(), pairs.j.to_numpy()
         close = _popcount(q_hash[i] ^ b_hash[j]) <= HASH_BITS
         i, j = i[close], j[close]
-        diff = np.abs(q_thumb[i] - b_thumb[j]).mean(axis=1) if len(i) else np.zeros(0)
-        found.update(zip(i[diff <= THUMB_DIFF].tolist(), j[diff <= THUMB_DIFF].tolist()))
+        close = _thumbs_close(q_thumb, b_thumb, i, j)
+        keep(i[close], j[close])
         if budget <= 0:
             break
-    return sorted(found)
+    matched = np.flatnonzero(found >= 0)
+    return list(zip(matched.tolist(), found[matched].tolist()))
 
 
 def _inspect_images(ctx: _Context) -> None:

@@ -436,3 +436,27 @@ def test_cli_refuses_a_missing_preset_and_unknown_options(capsys):
     assert main(["+task=tabular_classification", "--bogus"]) == 2
     assert main(["+task=no_such_preset"]) == 2
     assert "no_such_preset" in capsys.readouterr().err
+
+
+def test_near_duplicates_keep_one_pair_per_image_however_many_match(tmp_path):
+    """Blank images all match each other: 40 blank test images against 3,000 blank
+    training images are 40 findings (each with its first match), not 120,000 pairs; the
+    hashes and thumbnails are the same from a tensor and from the disk cache."""
+    import torch
+
+    from datamodules._disk_rows import CacheWriter, read_cache
+    from tasks.doctor import average_hash, near_duplicates
+
+    rng = np.random.default_rng(0)
+    train = np.full((3000, 3, 16, 16), 200, np.uint8)
+    train[1500:] = rng.integers(0, 255, (1500, 3, 16, 16), dtype=np.uint8)  # not blank
+    test = np.full((40, 3, 16, 16), 200, np.uint8)
+    with CacheWriter(tmp_path / "c" / "k") as writer:
+        writer.append("train", train)
+        writer.commit()
+    on_disk = read_cache(tmp_path / "c" / "k")["rows"]["train"]
+    hashed = average_hash(torch.from_numpy(train))
+    for mine, theirs in zip(hashed, average_hash(on_disk)):
+        np.testing.assert_array_equal(mine, theirs)
+    pairs = near_duplicates(average_hash(torch.from_numpy(test)), hashed)
+    assert pairs == [(i, 0) for i in range(40)]
