@@ -321,7 +321,7 @@ def test_a_lightning_without_the_loop_state_falls_back_with_a_warning(tmp_path, 
         # augmentation draws random numbers per batch, as dropout does per step: grouped, the
         # draws interleave otherwise, so the exact comparison turns the draws off
         ("image_folder", ["task.dropout=0.0", "task.augment=null", "datamodule.batch_size=8"]),
-        ("sequence_classification", ["datamodule.batch_size=8"]),
+        ("sequence_classification", ["datamodule.batch_size=8", "trainer.min_steps=null"]),
         (
             "series_autoencoder",
             ["datamodule.steps=1500", "datamodule.anomalies=5", "datamodule.batch_size=16"],

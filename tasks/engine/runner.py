@@ -670,7 +670,7 @@ def _reach_min_steps(trainer: L.Trainer, datamodule: Any) -> None:
     ``max_epochs`` first, so the epochs are raised here, with one line saying so.
     """
     min_steps, max_epochs = trainer.fit_loop.min_steps, trainer.fit_loop.max_epochs
-    if not min_steps or max_epochs is None or max_epochs < 0:
+    if not min_steps or max_epochs is None or max_epochs < 0 or trainer.fast_dev_run:
         return
     try:
         loader = datamodule.train_dataloader()
