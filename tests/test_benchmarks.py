@@ -81,3 +81,44 @@ def test_real_data_benchmark_puts_the_preset_beside_its_peers(tmp_path):
     header = table.read_text().splitlines()[0]
     assert "| preset |" in header and all(f"| {name} |" in header for name in peers)
     assert "| wine |" in table.read_text()
+
+
+@pytest.mark.slow
+def test_time_to_quality_times_both_sides_from_process_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    pytest.importorskip("keras")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # it imports overhead.py
+    spec = importlib.util.spec_from_file_location(
+        "time_to_quality", ROOT / "benchmarks" / "time_to_quality.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "time_to_quality", module)  # for its dataclasses
+    spec.loader.exec_module(module)
+    out = tmp_path / "ttq.json"
+    module.main(["--cases", "spam_mlp", "--epochs-scale", "0.002", "--json", str(out)])
+    (row,) = json.loads(out.read_text())["cases"]
+    assert row["library_s"] > 0 and row["keras_s"] > 0
+    assert row["ratio"] == pytest.approx(row["library_s"] / row["keras_s"])
+    assert 0.5 < row["library_figure"] <= 1 and 0.3 < row["keras_figure"] <= 1
+
+
+@pytest.mark.slow
+def test_disk_cache_benchmark_reads_no_image_file_while_training(tmp_path):
+    import subprocess
+
+    folder = tmp_path / "bench" / "images"
+    command = [sys.executable, str(ROOT / "benchmarks" / "disk_cache.py"), "--images", "60"]
+    command += ["--size", "16", "--rows-per-epoch", "20", "--epochs", "2", "--batch", "8"]
+    done = subprocess.run([*command, "--folder", str(folder)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = [
+        line for line in done.stdout.splitlines() if line.startswith("| ") and "|---" not in line
+    ]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == [
+        "in memory",
+        "disk cache, first run",
+        "disk cache, reused",
+    ]
+    opened = [r.split("|")[6].strip() for r in rows[1:]]
+    assert all(o.endswith("/ 0") for o in opened), opened  # no file read during training
+    assert len(list(folder.rglob("*.png"))) == 60
