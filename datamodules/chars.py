@@ -60,14 +60,20 @@ class CharDataModule(BaseDataModule):
         chars = sorted(set(training_text) - {PAD, BOUNDARY, UNKNOWN})
         self.fitted_state = {"vocab": PAD + BOUNDARY + UNKNOWN + "".join(chars)}
 
-    def ids(self, text: str) -> np.ndarray:
-        """Character ids of ``text`` (2 for characters the training split lacks)."""
+    def ids(self, text: str, dtype: Any = np.int64) -> np.ndarray:
+        """Character ids of ``text`` (2 for characters the training split lacks), as
+        ``dtype`` (:meth:`id_dtype` holds a long text in 1 or 2 bytes a character)."""
         vocab = self.vocab
         if getattr(self, "_index_of", None) != vocab:  # built once per vocabulary
             self._index = {c: i for i, c in enumerate(vocab)}
             self._index_of = vocab
         index = self._index
-        return np.fromiter((index.get(c, 2) for c in text), dtype=np.int64, count=len(text))
+        return np.fromiter((index.get(c, 2) for c in text), dtype=dtype, count=len(text))
+
+    def id_dtype(self) -> Any:
+        """The smallest integer type that holds every id of the vocabulary."""
+        size = len(self.vocab)
+        return np.uint8 if size <= 256 else np.int16 if size <= 2**15 else np.int32
 
     def _ngram_baselines(self, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """Add-``smoothing`` unigram and bigram models of the training (input, target)
@@ -77,7 +83,11 @@ class CharDataModule(BaseDataModule):
         x, y = pairs["train"]
         unigram = np.bincount(y, minlength=v) + alpha
         unigram = np.log(unigram / unigram.sum())
-        bigram = np.bincount(x * v + y, minlength=v * v).reshape(v, v) + alpha
+        counts = np.zeros(v * v, dtype=np.int64)
+        for start in range(0, len(x), 2**24):  # int64 pair codes, a chunk at a time
+            part = slice(start, start + 2**24)
+            counts += np.bincount(x[part].astype(np.int64) * v + y[part], minlength=v * v)
+        bigram = counts.reshape(v, v) + alpha
         bigram = np.log(bigram / bigram.sum(axis=1, keepdims=True))
         for split in ("val", "test"):
             if split not in pairs or not len(pairs[split][1]):
@@ -275,7 +285,8 @@ class CharTextDataModule(CharDataModule):
             )
         if not self.fitted_state:
             self._fit_vocab(text[:val_start])
-        self.encoded = torch.from_numpy(self.ids(text))
+        # 1 byte a character for vocabularies up to 256 (int64 would be 8: 8 GB for 1 GB)
+        self.encoded = torch.from_numpy(self.ids(text, self.id_dtype()))
         stride = hp.stride or max(1, b // 2)
         bounds = {"train": (0, val_start), "val": (val_start, test_start), "test": (test_start, n)}
         pairs = {}
@@ -292,7 +303,7 @@ class CharTextDataModule(CharDataModule):
         windows = self.encoded.unfold(0, self.block_size + 1, 1)  # a view, not a copy
 
         def windows_at(batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-            chunk = windows[batch[0]]
+            chunk = windows[batch[0]].long()  # the ids are stored in id_dtype()
             return chunk[:, :-1], chunk[:, 1:]
 
         return windows_at

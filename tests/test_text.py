@@ -308,8 +308,13 @@ def test_running_text_windows_are_contiguous_views(tmp_path):
     (first,) = next(dm.train_dataloader()._slices())  # the same seeded epoch-0 order
     assert x.shape == (8, 16)
     for i, s in enumerate(first.tolist()):
-        assert torch.equal(x[i], dm.encoded[s : s + 16])
-        assert torch.equal(y[i], dm.encoded[s + 1 : s + 17])
+        assert torch.equal(x[i], dm.encoded[s : s + 16].long())
+        assert torch.equal(y[i], dm.encoded[s + 1 : s + 17].long())
+    # the text is held in 1 byte a character; batches are int64 ids, as the model takes
+    assert dm.encoded.dtype == torch.uint8 and x.dtype == y.dtype == torch.long
+    assert np.array_equal(dm.encoded.numpy(), dm.ids(path.read_text(encoding="utf-8")))
+    dm.fitted_state = {"vocab": "".join(map(chr, range(32, 32 + 300)))}  # a larger alphabet
+    assert dm.id_dtype() == np.int16
 
 
 def test_transformer_is_causal():
