@@ -37,8 +37,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tasks.errors import ConfigError
-
 #: Bumped whenever what a cache holds changes meaning (decoding, layout).
 FORMAT = 1
 
@@ -88,10 +86,6 @@ class DiskRows:
     def dtype(self) -> torch.dtype:
         return torch.from_numpy(np.empty(0, dtype=self.np_dtype)).dtype
 
-    @property
-    def nbytes(self) -> int:
-        return len(self) * int(np.prod(self.row_shape)) * self.np_dtype.itemsize
-
     def __repr__(self) -> str:
         return f"DiskRows({str(self.path)!r}, shape={tuple(self.shape)}, dtype={self.np_dtype})"
 
@@ -99,7 +93,7 @@ class DiskRows:
         """Rows read into a new tensor: an int, a slice, or integer indices (tensor,
         array or list), as ``tensor[key]`` would give them."""
         if isinstance(key, (int, np.integer)):
-            return self._gather(np.array([int(key) % len(self)]))[0]
+            return self._gather(np.array([int(key)]))[0]
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
             if step == 1 and self.index is None:
@@ -199,12 +193,11 @@ def available_memory() -> int:
     return 8 * 2**30
 
 
-def use_disk(mode: str, nbytes: int, budget_mb: float | None, option: str) -> bool:
+def use_disk(mode: str, nbytes: int, budget_mb: float | None) -> bool:
     """Whether rows of ``nbytes`` go to the disk cache: ``disk`` always, ``memory`` never,
     ``auto`` when they exceed the budget (``budget_mb``, default a quarter of the memory
-    available now, which leaves room for the model, its batches and a validation copy)."""
-    if mode not in CACHE_MODES:
-        raise ConfigError(f"{option}={mode!r}; expected one of {', '.join(CACHE_MODES)}")
+    available now, which leaves room for the model, its batches and a validation copy).
+    ``mode`` is one of :data:`CACHE_MODES`, checked where the option is set."""
     if mode != "auto":
         return mode == "disk"
     budget = available_memory() / 4 if budget_mb is None else float(budget_mb) * 2**20

@@ -515,7 +515,7 @@ class ImageFolderDataModule(ImageDataModule):
             else:
                 channels, size = self._channels(every), self._size(every)
             nbytes = len(every) * channels * size[0] * size[1]
-            to_disk = _disk_rows.use_disk(hp.cache, nbytes, hp.memory_budget_mb, "datamodule.cache")
+            to_disk = _disk_rows.use_disk(hp.cache, nbytes, hp.memory_budget_mb)
             if not to_disk:
                 self.cache_folder = None
                 out: dict[str, Any] = {}

@@ -53,8 +53,9 @@ def test_disk_rows_answer_indexing_as_the_tensor_does(tmp_path):
     assert torch.equal(torch.cat(list(view.split(3))), tensor[rows_of_view])
     for other in (copy.deepcopy(view), pickle.loads(pickle.dumps(view))):
         assert torch.equal(other[:], view[:])
-    with pytest.raises(IndexError):
-        rows[torch.tensor([10])]
+    for out_of_range in (torch.tensor([10]), 10, -11):  # as a tensor: no wrapping around
+        with pytest.raises(IndexError):
+            rows[out_of_range]
     assert torch.equal(take(tensor, [1, 2]), tensor[[1, 2]])  # tensors are indexed as usual
 
 
