@@ -144,10 +144,14 @@ class RelativeForecaster(nn.Module):
         forecast instead of fitting noise with ``lookback`` weights; many give the plain
         least-squares fit. Without them the penalty is :data:`RIDGE`, towards naive.
         """
+
+        def summed(*tensors: Tensor) -> tuple[Tensor, ...]:
+            if reduce is None:
+                return tensors
+            return tuple(reduce(t.to(self.spread.device)).cpu() for t in tensors)
+
         gram, cross, square, _ = self._moments(batches)
-        if reduce is not None:
-            device = self.spread.device
-            gram, cross, square = (reduce(t.to(device)).cpu() for t in (gram, cross, square))
+        gram, cross, square = summed(gram, cross, square)
         rows = gram[:, -1, -1]  # windows seen (the bias column's square sum)
         if float(rows.min()) < 1:
             return
@@ -159,33 +163,32 @@ class RelativeForecaster(nn.Module):
             validate = val_batches is not None
             if validate:
                 vgram, vcross, _, vchanges = self._moments(val_batches)
-                if reduce is not None:
-                    device = self.spread.device
-                    vgram, vcross, vchanges = (
-                        reduce(t.to(device)).cpu() for t in (vgram, vcross, vchanges)
-                    )
+                vgram, vcross, vchanges = summed(vgram, vcross, vchanges)
                 validate = float(vgram[:, -1, -1].min()) >= 1
+            candidates = [
+                (name, prior, penalty)
+                for name, prior in (self._priors(season) if validate else self._priors(1))
+                for penalty in (PENALTIES if validate else (RIDGE,))
+            ]
             best_error = torch.full((len(rows),), float("inf"), dtype=torch.float64)
             best = torch.zeros_like(cross)
             self.choice = [f"naive, penalty {RIDGE:g}"] * len(rows)
-            for name, prior in self._priors(season) if validate else self._priors(1):
+            for name, prior, penalty in candidates:  # without validation: the one candidate
                 anchor = torch.cat([prior, torch.zeros_like(prior[:, :1])], dim=1)
-                for penalty in PENALTIES if validate else (RIDGE,):
-                    ridge = torch.diag_embed(penalty * scale + floor)
-                    solution = torch.linalg.solve(gram + ridge, cross + ridge @ anchor)
-                    if not validate:
-                        best = solution
-                        continue
+                ridge = torch.diag_embed(penalty * scale + floor)
+                solution = torch.linalg.solve(gram + ridge, cross + ridge @ anchor)
+                error = torch.zeros_like(best_error)
+                if validate:  # the squared error on the validation windows, from their sums
                     error = (
                         vchanges
                         - 2 * (solution * vcross).sum(dim=(1, 2))
                         + (solution * (vgram @ solution)).sum(dim=(1, 2))
                     )
-                    better = error < best_error
-                    best[better] = solution[better]
-                    best_error = torch.where(better, error, best_error)
-                    for target in better.nonzero().flatten().tolist():
-                        self.choice[target] = f"{name}, penalty {penalty:g}"
+                better = error < best_error
+                best[better] = solution[better]
+                best_error = torch.where(better, error, best_error)
+                for target in better.nonzero().flatten().tolist():
+                    self.choice[target] = f"{name}, penalty {penalty:g}"
             self.weight.copy_(best[:, :-1].transpose(1, 2))
             self.bias.copy_(best[:, -1])
         spread = (square / (rows * lookback)).sqrt()

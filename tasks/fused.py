@@ -154,14 +154,12 @@ def _group_aware(callback: Any, hooks: list[str]) -> bool:
     changes other methods inherits them as they are)."""
     if getattr(callback, "handles_step_groups", False):
         return True
+    if any(c.__name__ in STEP_COUNTING_CALLBACKS for c in type(callback).__mro__):
+        return False
     for hook in hooks:
         if hook in vars(callback):  # set on the instance (LambdaCallback): a user function
             return False
         owner = next(c for c in type(callback).__mro__ if hook in vars(c))
-        if owner.__name__ in STEP_COUNTING_CALLBACKS or any(
-            c.__name__ in STEP_COUNTING_CALLBACKS for c in type(callback).__mro__
-        ):
-            return False
         if not owner.__module__.startswith(("lightning.", "pytorch_lightning.", "tasks.")):
             return False
     return True
