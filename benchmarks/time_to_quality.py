@@ -80,7 +80,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 #: How much worse than Keras's figure the library's may be and still count as as good.
 TOLERANCE = 0.005
-LOWER_IS_BETTER = {"test/loss"}
 LABELS = {"test/acc": "acc", "test/r2": "R²", "test/loss": "nats/char"}
 
 
@@ -333,6 +332,7 @@ def bench_problem(
 ) -> dict[str, Any]:
     """Prepare the Keras rows, then time the library's run and the Keras run of ``problem``."""
     from tasks.api import compose
+    from tasks.peers import LOWER_IS_BETTER
 
     folder = work / problem.name
     folder.mkdir(parents=True)
@@ -355,7 +355,7 @@ def bench_problem(
     keras = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
 
     library, other = summary["metrics"][problem.metric], keras["figure"]
-    sign = -1 if problem.metric in LOWER_IS_BETTER else 1
+    sign = -1 if problem.metric.split("/", 1)[1] in LOWER_IS_BETTER else 1
     worse = sign * (library - other) < -TOLERANCE
     slower = library_s > keras_s
     verdict = "faster and at least as good"

@@ -186,3 +186,22 @@ def test_a_run_on_the_disk_cache_trains_as_the_in_memory_run(tmp_path):
             metrics.append(run(cfg)["metrics"])
     assert metrics[0] == metrics[1] and "test/acc" in metrics[0]
     assert list((tmp_path / "data" / "cache" / "images").iterdir())
+
+
+def test_an_unknown_cache_mode_ends_the_cli_with_one_line(tmp_path):
+    from conftest import run_cli
+
+    root = write_image_folder(tmp_path / "images")
+    result = run_cli(
+        "+task=image_folder",
+        f"datamodule.path={root}",
+        "datamodule.cache=ram",
+        f"datamodule.data_dir={tmp_path / 'data'}",
+        "debug=tiny",
+        f"output_dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    first = result.stderr.strip().splitlines()[0]
+    assert first == "error: datamodule.cache='ram'; expected one of auto, memory, disk", first
+    assert not (tmp_path / "data").exists()  # nothing decoded, no cache folder
