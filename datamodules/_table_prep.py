@@ -27,7 +27,11 @@ except ImportError:  # pandas < 2.2
 
 COLUMN_TYPES = ("numeric", "categorical", "boolean", "date")
 ENCODINGS = ("auto", "onehot", "embedding")
-TRANSFORMS = ("none", "log1p")
+TRANSFORMS = ("none", "log1p", "auto")
+#: ``numeric_transform=auto`` takes ``log1p`` of a non-negative column whose skewness is above
+#: this (a heavy right tail: counts, amounts, word frequencies) and that the log makes less
+#: skewed; a normal column has 0, an exponential one 2.
+SKEWED = 2.0
 UNKNOWN = "<unknown>"
 
 
@@ -568,9 +572,10 @@ class TablePreprocessor:
         values = self._numeric_values(expand_dates(train, dates, where), numeric, where)
         # log1p tames heavy right tails (counts, frequencies); only where training data is >= 0
         log1p = [
-            transform == "log1p"
+            transform != "none"
             and types.get(c) == "numeric"
             and bool(np.nanmin(values[:, j]) >= 0)
+            and (transform == "log1p" or heavy_tailed(values[:, j]))
             for j, c in enumerate(numeric)
         ]
         values = _apply_log1p(values, np.asarray(log1p, dtype=bool))
@@ -735,6 +740,23 @@ def category_text(series: pd.Series) -> pd.Series:
     as one value is missing, and ``10115.0`` must still be the category ``10115``)."""
     text = series.astype(str).str.replace(_WHOLE_FLOAT, r"\1", regex=True).astype(object)
     return text.where(series.notna().to_numpy(), None)
+
+
+def _skewness(values: np.ndarray) -> float:
+    centred = values - values.mean()
+    spread = np.sqrt(np.mean(centred**2))
+    return float(np.mean(centred**3) / spread**3) if spread > 0 else 0.0
+
+
+def heavy_tailed(values: np.ndarray) -> bool:
+    """Whether a non-negative column has a heavy right tail that ``log1p`` evens out: more
+    than two distinct values (a skewed 0/1 flag only gets rescaled), sample skewness above
+    :data:`SKEWED`, and less skewness after the log. Missing values are ignored."""
+    seen = values[~np.isnan(values)]
+    if len(np.unique(seen)) <= 2:
+        return False
+    skew = _skewness(seen)
+    return skew > SKEWED and abs(_skewness(np.log1p(seen))) < skew
 
 
 def _apply_log1p(values: np.ndarray, columns: np.ndarray) -> np.ndarray:

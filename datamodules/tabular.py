@@ -116,8 +116,10 @@ class TabularDataModule(BaseDataModule):
         categorical_encoding: ``auto`` (one-hot up to ``max_onehot`` categories, else
             embedding), ``onehot`` or ``embedding``.
         max_onehot: Category count up to which ``auto`` one-hot encodes.
-        numeric_transform: ``none``, or ``log1p`` for numeric columns that are non-negative in
-            the training split (heavy-tailed counts and frequencies), before standardising.
+        numeric_transform: ``none``; ``log1p`` for numeric columns that are non-negative in
+            the training split (heavy-tailed counts and frequencies), before standardising;
+            ``auto`` for those of them with a heavy right tail (skewness above 2 on the
+            training split, and less after the log).
         test_path: Optional separate test file (then only train/val are split from ``path``).
         predict_path: File to predict (needs the training feature columns). Predicting
             needs only this and the checkpoint: ``path`` and ``target`` may be left unset.

@@ -101,6 +101,29 @@ def test_gaps_are_imputed_with_an_indicator_column():
     assert 0 < indicator.sum() < len(indicator) and set(indicator.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_auto_transform_takes_the_log_of_heavy_right_tails_only():
+    """numeric_transform=auto: log1p for a skewed non-negative column (lognormal amounts,
+    zero-inflated rainfall), never for a symmetric one, a rare 0/1 flag (skewed, but the log
+    only rescales it), a column with negative values, or a near-uniform count."""
+    rng = np.random.default_rng(3)
+    frame = mixed_table()
+    n = len(frame)
+    frame["amount"] = rng.lognormal(3.0, 1.5, size=n)
+    frame["rain"] = np.where(rng.random(n) < 0.6, 0.0, rng.exponential(5.0, size=n) ** 1.5)
+    frame["rare"] = (rng.random(n) < 0.05).astype(float)
+    frame["level"] = rng.normal(50.0, 5.0, size=n)
+    frame["age"] = rng.integers(18, 80, size=n)
+    frame["debt"] = -rng.lognormal(3.0, 1.5, size=n)
+    dm = _setup(frame, numeric_transform="auto")
+    assert sorted(dm.prep.state["log1p"]) == ["amount", "rain"]
+    assert _setup(frame).prep.state["log1p"] == []  # the datamodule's default stays none
+
+
+def test_generic_classification_preset_evens_out_heavy_tails():
+    cfg = compose("tabular_classification", ["datamodule.path=x.csv", "datamodule.target=y"])
+    assert cfg.datamodule.numeric_transform == "auto"
+
+
 def test_log1p_applies_to_non_negative_columns_only():
     frame = mixed_table()
     frame["count"] = np.random.default_rng(2).poisson(3.0, size=len(frame)) * 100
