@@ -34,6 +34,9 @@ RIDGE = 1e-4
 #: Penalties (relative, as :data:`RIDGE`) the linear part chooses from on validation
 #: windows: from the plain least-squares fit to the prior forecast itself.
 PENALTIES = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e4)
+#: Folds of the training windows that the choice among :data:`PENALTIES` and the priors is
+#: also cross-validated on (windows dealt to folds in the training loader's order).
+FOLDS = 5
 
 
 def _flat_batches(loader: Any) -> Any:
@@ -95,39 +98,56 @@ class RelativeForecaster(nn.Module):
             out = out + torch.einsum("nlk,khl->nhk", d, self.weight) + self.bias.T
         return out
 
-    def _moments(self, batches: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Sums over the windows of ``batches``: the Gram matrix of ``[d, 1]``, its products
-        with the target changes, the squares of ``d`` and of the changes, per target."""
+    def _moments(self, batches: Any, folds: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Sums over the windows of ``batches``, one set per fold (window ``i`` of the
+        stream goes to fold ``i % folds``): the Gram matrices of ``[d, 1]``
+        ``(folds, targets, lookback + 1, lookback + 1)``, their products with the target
+        changes ``(folds, targets, lookback + 1, horizon)``, the squares of ``d`` and the
+        squares of the changes ``(folds, targets)``."""
         k, lookback, horizon = self.targets, self.weight.shape[-1], self.weight.shape[1]
-        gram = torch.zeros(k, lookback + 1, lookback + 1, dtype=torch.float64)
-        cross = torch.zeros(k, lookback + 1, horizon, dtype=torch.float64)
-        square = torch.zeros(k, dtype=torch.float64)
-        changes = torch.zeros(k, dtype=torch.float64)
+        gram = torch.zeros(folds, k, lookback + 1, lookback + 1, dtype=torch.float64)
+        cross = torch.zeros(folds, k, lookback + 1, horizon, dtype=torch.float64)
+        square = torch.zeros(folds, k, dtype=torch.float64)
+        changes = torch.zeros(folds, k, dtype=torch.float64)
+        seen = 0
         for batch in batches:
             x, y = (batch["x"], batch["y"]) if isinstance(batch, dict) else batch[:2]
             d, last = self.changes(x.double().cpu())
             change = y.double().cpu() - last  # (N, horizon, k)
             design = torch.cat([d, torch.ones_like(d[:, :1])], dim=1)  # (N, lookback + 1, k)
-            gram += torch.einsum("nik,njk->kij", design, design)
-            cross += torch.einsum("nik,nhk->kih", design, change)
-            square += (d**2).sum(dim=(0, 1))
-            changes += (change**2).sum(dim=(0, 1))
+            fold = (seen + torch.arange(len(x))) % folds
+            seen += len(x)
+            for f in fold.unique().tolist():
+                rows = fold == f
+                part, moved = design[rows], change[rows]
+                gram[f] += torch.einsum("nik,njk->kij", part, part)
+                cross[f] += torch.einsum("nik,nhk->kih", part, moved)
+                square[f] += (d[rows] ** 2).sum(dim=(0, 1))
+                changes[f] += (moved**2).sum(dim=(0, 1))
         return gram, cross, square, changes
 
     def _priors(self, season: int) -> list[tuple[str, Tensor]]:
-        """Weights the linear part is shrunk towards: none (the naive forecast: no change)
-        and, when a season fits in the window, the seasonal naive forecast (the change to
-        the value one season before each forecast step)."""
+        """Weights the linear part is shrunk towards: none (the naive forecast: no change);
+        when a season fits in the window, the seasonal naive forecast (the change to the
+        value one season before each forecast step); when two or more fit, the seasonal
+        mean (the mean of the values whole seasons before each step that the window holds:
+        last year's value with less of its noise)."""
         k, horizon, lookback = self.weight.shape
         priors = [("naive", torch.zeros(k, lookback, horizon, dtype=torch.float64))]
-        if season > 1:
-            seasonal = torch.zeros(k, lookback, horizon, dtype=torch.float64)
-            for h in range(horizon):
-                j = lookback + h - season * (1 + h // season)  # that value's window position
-                if not 0 <= j < lookback:
-                    return priors
-                seasonal[:, j, h] = 1.0
-            priors.append(("seasonal_naive", seasonal))
+        if season <= 1:
+            return priors
+        seasonal = torch.zeros(k, lookback, horizon, dtype=torch.float64)
+        mean = torch.zeros_like(seasonal)
+        for h in range(horizon):
+            j = lookback + h - season * (1 + h // season)  # that value's window position
+            if not 0 <= j < lookback:
+                return priors
+            seasonal[:, j, h] = 1.0
+            back = torch.arange(j, -1, -season)  # and the same season further back
+            mean[:, back, h] = 1.0 / len(back)
+        priors.append(("seasonal_naive", seasonal))
+        if (mean > 0).sum(dim=1).min() > 1:
+            priors.append(("seasonal_mean", mean))
         return priors
 
     @torch.no_grad()
@@ -138,11 +158,14 @@ class RelativeForecaster(nn.Module):
         (or ``(x, y)``); ``reduce`` sums a tensor over processes (distributed training).
 
         With ``val_batches`` the linear part's ridge penalty, and the forecast it shrinks
-        towards (naive, or seasonal naive with ``season``), are chosen per target among
-        :data:`PENALTIES` by the squared error on those windows: few training windows
-        (a short series) give a strong penalty, so the forecast stays near the better naive
-        forecast instead of fitting noise with ``lookback`` weights; many give the plain
-        least-squares fit. Without them the penalty is :data:`RIDGE`, towards naive.
+        towards (naive; with ``season``, seasonal naive or the seasonal mean), are chosen
+        per target among :data:`PENALTIES` by the squared error on those windows plus a
+        :data:`FOLDS`-fold cross-validation on the training windows (valid for a linear
+        autoregression; it adds evidence where the validation period is short): few
+        training windows (a short series) give a strong penalty, so the forecast stays near
+        the better prior instead of fitting noise with ``lookback`` weights; many give the
+        plain least-squares fit. Without
+        them the penalty is :data:`RIDGE`, towards naive.
         """
 
         def summed(*tensors: Tensor) -> tuple[Tensor, ...]:
@@ -150,8 +173,10 @@ class RelativeForecaster(nn.Module):
                 return tensors
             return tuple(reduce(t.to(self.spread.device)).cpu() for t in tensors)
 
-        gram, cross, square, _ = self._moments(batches)
-        gram, cross, square = summed(gram, cross, square)
+        validate = self.linear and val_batches is not None
+        folds = FOLDS if validate else 1
+        fgram, fcross, fsquare, fchanges = summed(*self._moments(batches, folds))
+        gram, cross, square = fgram.sum(0), fcross.sum(0), fsquare.sum(0)
         rows = gram[:, -1, -1]  # windows seen (the bias column's square sum)
         if float(rows.min()) < 1:
             return
@@ -159,36 +184,41 @@ class RelativeForecaster(nn.Module):
         if self.linear:
             diagonal = gram.diagonal(dim1=1, dim2=2)  # (k, lookback + 1)
             floor = 1e-9 * diagonal.mean(dim=1, keepdim=True)
+            # every weight is penalised relative to its input's sum of squares; the bias
+            # (the mean change: a trend, or the drift beside a seasonal prior) is free, or,
+            # without drift, held towards 0 by the same penalty
             scale = torch.cat([diagonal[:, :-1], torch.zeros_like(diagonal[:, -1:])], dim=1)
-            validate = val_batches is not None
             if validate:
-                vgram, vcross, _, vchanges = self._moments(val_batches)
-                vgram, vcross, vchanges = summed(vgram, vcross, vchanges)
+                vgram, vcross, _, vchanges = summed(*self._moments(val_batches))
+                vgram, vcross, vchanges = vgram[0], vcross[0], vchanges[0]
                 validate = float(vgram[:, -1, -1].min()) >= 1
             candidates = [
-                (name, prior, penalty)
+                (name, prior, penalty, drift)
                 for name, prior in (self._priors(season) if validate else self._priors(1))
                 for penalty in (PENALTIES if validate else (RIDGE,))
+                for drift in ((True, False) if validate else (True,))
             ]
             best_error = torch.full((len(rows),), float("inf"), dtype=torch.float64)
             best = torch.zeros_like(cross)
-            self.choice = [f"naive, penalty {RIDGE:g}"] * len(rows)
-            for name, prior, penalty in candidates:  # without validation: the one candidate
+            self.choice = [f"naive with drift, penalty {RIDGE:g}"] * len(rows)
+            for name, prior, penalty, drift in candidates:  # without validation: one
                 anchor = torch.cat([prior, torch.zeros_like(prior[:, :1])], dim=1)
-                ridge = torch.diag_embed(penalty * scale + floor)
+                ridge = torch.diag_embed(penalty * (scale if drift else diagonal) + floor)
                 solution = torch.linalg.solve(gram + ridge, cross + ridge @ anchor)
                 error = torch.zeros_like(best_error)
-                if validate:  # the squared error on the validation windows, from their sums
-                    error = (
-                        vchanges
-                        - 2 * (solution * vcross).sum(dim=(1, 2))
-                        + (solution * (vgram @ solution)).sum(dim=(1, 2))
-                    )
+                if validate:  # squared errors on held-out windows, from their sums
+                    error = _squared_error(solution, vgram, vcross, vchanges)
+                    for f in range(folds):  # each training fold, fitted without it
+                        rest = gram - fgram[f] + ridge
+                        held = torch.linalg.solve(rest, cross - fcross[f] + ridge @ anchor)
+                        error += _squared_error(held, fgram[f], fcross[f], fchanges[f])
                 better = error < best_error
                 best[better] = solution[better]
                 best_error = torch.where(better, error, best_error)
                 for target in better.nonzero().flatten().tolist():
-                    self.choice[target] = f"{name}, penalty {penalty:g}"
+                    self.choice[target] = (
+                        f"{name}{' with drift' if drift else ''}, penalty {penalty:g}"
+                    )
             self.weight.copy_(best[:, :-1].transpose(1, 2))
             self.bias.copy_(best[:, -1])
         spread = (square / (rows * lookback)).sqrt()
@@ -200,6 +230,17 @@ class RelativeForecaster(nn.Module):
             nn.init.zeros_(heads[-1].weight)
             nn.init.zeros_(heads[-1].bias)
         self.fitted.fill_(True)
+
+
+def _squared_error(solution: Tensor, gram: Tensor, cross: Tensor, changes: Tensor) -> Tensor:
+    """Per target, the summed squared error of the linear ``solution`` on the windows whose
+    sums are ``gram``, ``cross`` and ``changes`` (as :meth:`RelativeForecaster._moments`
+    gives them): ``|c|^2 - 2 w.X'c + w.X'X w``."""
+    return (
+        changes
+        - 2 * (solution * cross).sum(dim=(1, 2))
+        + (solution * (gram @ solution)).sum(dim=(1, 2))
+    )
 
 
 class Forecasting(BaseTask):
