@@ -945,6 +945,7 @@ def near_duplicates(
     def keep(i: np.ndarray, j: np.ndarray) -> None:
         new = found[i] < 0
         found[i[new][::-1]] = j[new][::-1]  # reversed: the first match of an image wins
+
     # equal hashes first, against one base image each (linear, whatever the repeats)
     first = pd.Series(np.arange(len(b_hash))).groupby(b_hash).first()
     match = first.reindex(q_hash).to_numpy()

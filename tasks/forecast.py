@@ -83,6 +83,8 @@ class RelativeForecaster(nn.Module):
         self.register_buffer("fitted", torch.tensor(False))
         #: Per target, the prior and penalty :meth:`fit` chose (not saved in checkpoints).
         self.choice: list[str] = []
+        #: Whether :meth:`fit` chose on validation windows (not saved in checkpoints).
+        self.validated = False
 
     def changes(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The window's targets minus their last values ``(N, lookback, targets)``, and the
@@ -198,6 +200,7 @@ class RelativeForecaster(nn.Module):
                 for penalty in (PENALTIES if validate else (RIDGE,))
                 for drift in ((True, False) if validate else (True,))
             ]
+            self.validated = validate
             best_error = torch.full((len(rows),), float("inf"), dtype=torch.float64)
             best = torch.zeros_like(cross)
             self.choice = [f"naive with drift, penalty {RIDGE:g}"] * len(rows)
@@ -491,7 +494,12 @@ class Forecasting(BaseTask):
             f"towards {c}" if len(choice) == 1 else f"target {i}: towards {c}"
             for i, c in enumerate(choice)
         )
-        return [*self.notes, f"linear part chosen on the validation windows: {chosen}"]
+        how = (
+            f"chosen on the validation windows and {FOLDS} folds of the training windows"
+            if getattr(self.model, "validated", False)
+            else "fitted without validation windows to choose on"
+        )
+        return [*self.notes, f"linear part {how}: {chosen}"]
 
     def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
         if not self.test_table:

@@ -158,6 +158,8 @@ def test_the_default_preset_beats_both_naive_forecasts_on_trend_and_season(tmp_p
     assert metrics["test/skill"] > 0.3, metrics  # vs seasonal naive (a year of trend behind)
     assert metrics["test/skill_vs_naive"] > 0.3, metrics  # vs naive (misses the cycle)
     assert "The model beats the seasonal naive" in summary["notes"][0]
+    chosen = [n for n in summary["notes"] if n.startswith("linear part")]
+    assert chosen and "chosen on the validation windows and 5 folds of the training" in chosen[0]
 
 
 def _val_error(model: RelativeForecaster, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -179,6 +181,7 @@ def test_a_short_random_walk_keeps_the_linear_part_near_the_naive_forecast():
     assert chosen.weight.abs().max() < 0.5 * plain.weight.abs().max()
     assert _val_error(chosen, *val) < _val_error(plain, *val)
     assert plain.choice == [f"naive with drift, penalty {RIDGE:g}"]  # no validation: as before
+    assert chosen.validated and not plain.validated
 
 
 def test_a_fixed_yearly_pattern_is_shrunk_towards_the_seasonal_mean():
