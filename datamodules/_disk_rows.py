@@ -111,6 +111,23 @@ class DiskRows:
         for start in range(0, len(self), size):
             yield self[start : start + size]
 
+    def spans(self, starts: Any, length: int) -> Tensor:
+        """``length`` consecutive rows from each of ``starts`` (file rows of an unindexed
+        view), stacked: ``(len(starts), length, *row_shape)``, as ``tensor.unfold(0,
+        length, 1)[starts]`` gives them for a one-dimensional tensor (windows of a text)."""
+        if self.index is not None:
+            raise ValueError("spans reads runs of file rows: not for a subset view")
+        starts = np.asarray(starts.cpu().numpy() if isinstance(starts, Tensor) else starts)
+        starts = starts.astype(np.int64).reshape(-1)
+        if len(starts) and (starts.min() < 0 or starts.max() + length > self.rows):
+            raise IndexError(
+                f"a span of {length} rows from {starts.max()} ends after row {self.rows}"
+            )
+        out = np.empty((len(starts), length, *self.row_shape), dtype=self.np_dtype)
+        for row, start in zip(out, starts.tolist()):
+            self._read_into(row, start)
+        return torch.from_numpy(out)
+
     def subset(self, rows: Any) -> DiskRows:
         """A view of some of these rows (positions in this view), reading nothing."""
         rows = np.asarray(rows.cpu().numpy() if isinstance(rows, Tensor) else rows, np.int64)

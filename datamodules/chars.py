@@ -3,8 +3,9 @@ running text cut into windows."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,19 +14,27 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from datamodules import _disk_rows
 from datamodules.base import BaseDataModule, split_indices
 from tasks.errors import ConfigError, DataError
 
 PAD, BOUNDARY, UNKNOWN = "\0", "\n", "\ufffd"
 BUNDLED = {"names": "names.txt.gz"}
 IGNORE = -100
+#: Bytes of a text file decoded, encoded or counted at a time (the disk cache's memory use).
+CHUNK = 1 << 24
+
+
+def _text_file(path: str | Path, option: str) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"{option}: no such file {str(file)!r} (resolved to {file.resolve()})")
+    return file
 
 
 def read_text(path: str | Path, option: str, encoding: str = "utf-8") -> str:
     """A text file (``.gz`` too); undecodable bytes become U+FFFD."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise DataError(f"{option}: no such file {str(file)!r} (resolved to {file.resolve()})")
+    file = _text_file(path, option)
     raw = file.read_bytes()
     if file.suffix == ".gz":
         raw = gzip.decompress(raw)
@@ -33,6 +42,27 @@ def read_text(path: str | Path, option: str, encoding: str = "utf-8") -> str:
     if not text.strip():
         raise DataError(f"{option}: {str(file)!r} has no text")
     return text
+
+
+def text_chunks(file: Path, encoding: str = "utf-8", size: int = CHUNK) -> Iterator[str]:
+    """The text of a file (``.gz`` too) decoded ``size`` bytes at a time, exactly as
+    :func:`read_text` decodes it whole (a character split between two reads is decoded
+    once, from both)."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    opener = gzip.open if file.suffix == ".gz" else open
+    with opener(file, "rb") as handle:
+        while block := handle.read(size):
+            if text := decoder.decode(block):
+                yield text
+    if tail := decoder.decode(b"", final=True):
+        yield tail
+
+
+def _chunks(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[Any, Any]]:
+    """(inputs, targets) pairs cut into pieces of at most :data:`CHUNK` items."""
+    for x, y in pairs:
+        for start in range(0, len(y), CHUNK):
+            yield x[start : start + CHUNK], y[start : start + CHUNK]
 
 
 class CharDataModule(BaseDataModule):
@@ -64,44 +94,56 @@ class CharDataModule(BaseDataModule):
         """Character ids of ``text`` (2 for characters the training split lacks), as
         ``dtype`` (:meth:`id_dtype` holds a long text in 1 or 2 bytes a character)."""
         vocab = self.vocab
-        if getattr(self, "_index_of", None) != vocab:  # built once per vocabulary
-            self._index = {c: i for i, c in enumerate(vocab)}
-            self._index_of = vocab
-        index = self._index
-        return np.fromiter((index.get(c, 2) for c in text), dtype=dtype, count=len(text))
+        if getattr(self, "_table_of", None) != vocab:  # built once per vocabulary
+            table = np.full(max(map(ord, vocab)) + 1, 2, dtype=np.int32)  # code point -> id
+            table[[ord(c) for c in vocab]] = np.arange(len(vocab), dtype=np.int32)
+            self._table, self._table_of = table, vocab
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+        known = points < len(self._table)
+        out = np.full(len(points), 2, dtype=dtype)
+        out[known] = self._table[points[known]]
+        return out
 
     def id_dtype(self) -> Any:
         """The smallest integer type that holds every id of the vocabulary."""
         size = len(self.vocab)
         return np.uint8 if size <= 256 else np.int16 if size <= 2**15 else np.int32
 
-    def _ngram_baselines(self, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    def _ngram_baselines(self, pairs: dict[str, Iterable[tuple[np.ndarray, np.ndarray]]]) -> None:
         """Add-``smoothing`` unigram and bigram models of the training (input, target)
-        pairs, scored on the other splits: cross-entropy (nats), perplexity, accuracy."""
+        pairs, scored on the other splits: cross-entropy (nats), perplexity, accuracy.
+        Each split's pairs come as one or more (inputs, targets) arrays, counted a chunk
+        at a time (a text on disk is never read whole)."""
         v = len(self.vocab)
         alpha = self.hparams.smoothing
-        x, y = pairs["train"]
-        unigram = np.bincount(y, minlength=v) + alpha
-        unigram = np.log(unigram / unigram.sum())
+        seen = np.zeros(v, dtype=np.int64)
         counts = np.zeros(v * v, dtype=np.int64)
-        for start in range(0, len(x), 2**24):  # int64 pair codes, a chunk at a time
-            part = slice(start, start + 2**24)
-            counts += np.bincount(x[part].astype(np.int64) * v + y[part], minlength=v * v)
+        for x, y in _chunks(pairs["train"]):  # int64 pair codes, a chunk at a time
+            seen += np.bincount(y, minlength=v)
+            counts += np.bincount(np.asarray(x, np.int64) * v + y, minlength=v * v)
+        unigram = np.log((seen + alpha) / (seen + alpha).sum())
         bigram = counts.reshape(v, v) + alpha
         bigram = np.log(bigram / bigram.sum(axis=1, keepdims=True))
+        guess = {"unigram": unigram.argmax(), "bigram": bigram.argmax(axis=1)}
         for split in ("val", "test"):
-            if split not in pairs or not len(pairs[split][1]):
+            totals = {"unigram": [0.0, 0], "bigram": [0.0, 0]}  # summed log-loss, hits
+            n = 0
+            for x, y in _chunks(pairs.get(split, ())):
+                y = np.asarray(y, np.int64)
+                n += len(y)
+                for name, logp, best in (
+                    ("unigram", unigram[y], guess["unigram"]),
+                    ("bigram", bigram[x, y], guess["bigram"][x]),
+                ):
+                    totals[name][0] -= float(logp.sum())
+                    totals[name][1] += int((best == y).sum())
+            if not n:
                 continue
-            x, y = pairs[split]
             report = {}
-            for name, logp, guess in (
-                ("unigram", unigram[y], np.full(len(y), unigram.argmax())),
-                ("bigram", bigram[x, y], bigram.argmax(axis=1)[x]),
-            ):
-                loss = float(-logp.mean())
-                report[f"{name}_loss"] = loss
-                report[f"{name}_perplexity"] = float(np.exp(loss))
-                report[f"{name}_acc"] = float((guess == y).mean())
+            for name, (loss_sum, hits) in totals.items():
+                report[f"{name}_loss"] = loss_sum / n
+                report[f"{name}_perplexity"] = float(np.exp(loss_sum / n))
+                report[f"{name}_acc"] = hits / n
             self.baselines[split] = report
 
     def data_facts(self) -> dict[str, Any]:
@@ -225,7 +267,7 @@ class CharItemsDataModule(CharDataModule):
             x, y = self._tensors(part)
             setattr(self, f"{split}_data", (x, y))
             mask = y != IGNORE
-            pairs[split] = (x[mask].numpy(), y[mask].numpy())
+            pairs[split] = [(x[mask].numpy(), y[mask].numpy())]
         self._ngram_baselines(pairs)
 
 
@@ -237,13 +279,24 @@ class CharTextDataModule(CharDataModule):
     inputs are ``text[i : i + block_size]``, targets the same shifted by one. Windows are
     gathered per batch from a strided view of the one encoded text (nothing is copied).
 
+    A text larger than the memory budget is encoded once, a chunk at a time, into a cache
+    file under ``data_dir/cache/text`` (1 byte a character up to 256 distinct ones), and
+    each batch reads its windows from it: the same windows, batches and baselines as in
+    memory, with memory for one chunk instead of the text three times over (its bytes, the
+    decoded string and the ids). The cache is reused until the file changes.
+
     Args:
         path: Text file (``.gz`` too).
         block_size: Characters per window (the model's context).
         stride: Characters between training windows (default: ``block_size // 2``);
             validation and test windows do not overlap.
-        **kwargs: ``val_fraction``, ``test_fraction``, ``smoothing``, ``encoding``, loader
-            settings.
+        cache: ``memory`` (read and encode the text on every run), ``disk`` (encode it
+            once into a cache file and read windows from it), or ``auto``: ``disk`` when
+            three times the file's (uncompressed) size exceeds ``memory_budget_mb``.
+        memory_budget_mb: The size above which ``auto`` goes to disk; default a quarter of
+            the memory available when the data is set up.
+        **kwargs: ``val_fraction``, ``test_fraction``, ``smoothing``, ``encoding``,
+            ``data_dir``, loader settings.
     """
 
     item_list = False
@@ -253,6 +306,8 @@ class CharTextDataModule(CharDataModule):
         path: str | None = None,
         block_size: int = 128,
         stride: int | None = None,
+        cache: str = "auto",
+        memory_budget_mb: float | None = None,
         **kwargs: Any,
     ) -> None:
         if path is None:
@@ -261,32 +316,66 @@ class CharTextDataModule(CharDataModule):
             raise ConfigError(
                 f"block_size must be >= 2 and stride >= 1, got {block_size}, {stride}"
             )
+        if cache not in _disk_rows.CACHE_MODES:
+            raise ConfigError(
+                f"datamodule.cache={cache!r}; expected one of {', '.join(_disk_rows.CACHE_MODES)}"
+            )
         kwargs.setdefault("val_fraction", 0.1)
         kwargs.setdefault("test_fraction", 0.1)
         super().__init__(**kwargs)
-        self.encoded: Tensor | None = None
+        self.encoded: Tensor | _disk_rows.DiskRows | None = None
         self.training_items = None
+        #: The cache folder the encoded text is read from, None when it is in memory.
+        self.cache_folder: Path | None = None
 
     @property
     def block_size(self) -> int:
         return int(self.hparams.block_size)
 
-    def setup_fit(self) -> None:
+    def _bounds(self, n: int) -> tuple[int, int]:
+        """Where validation and test start in a text of ``n`` characters."""
         hp = self.hparams
-        text = read_text(hp.path, "datamodule.path", hp.encoding)
-        n = len(text)
-        b = self.block_size
         test_start = n - int(round(hp.test_fraction * n))
         val_start = test_start - int(round(hp.val_fraction * n))
-        if val_start < b + 1:
+        if val_start < self.block_size + 1:
             raise DataError(
                 f"the training part has {val_start} characters, fewer than one window of "
-                f"block_size + 1 = {b + 1}; use a longer text or a smaller block_size"
+                f"block_size + 1 = {self.block_size + 1}; use a longer text or a smaller "
+                "block_size"
             )
-        if not self.fitted_state:
-            self._fit_vocab(text[:val_start])
-        # 1 byte a character for vocabularies up to 256 (int64 would be 8: 8 GB for 1 GB)
-        self.encoded = torch.from_numpy(self.ids(text, self.id_dtype()))
+        return val_start, test_start
+
+    def setup_fit(self) -> None:
+        hp = self.hparams
+        file = _text_file(hp.path, "datamodule.path")
+        cache = meta = None
+        if hp.cache != "memory":  # a complete cache of exactly this file is always used
+            settings = {"encoding": hp.encoding, "split": [hp.val_fraction, hp.test_fraction]}
+            source = _disk_rows.source_folder(Path(hp.data_dir) / "cache", "text", file)
+            cache = source / _disk_rows.content_key([file], settings)
+            meta = _disk_rows.read_cache(cache)
+            if meta is not None and self.fitted_state and meta["vocab"] != self.vocab:
+                meta = None  # encoded with another vocabulary (a checkpoint's): again
+        if meta is None and (
+            cache is None or not _disk_rows.use_disk(hp.cache, 3 * _size(file), hp.memory_budget_mb)
+        ):
+            text = read_text(file, "datamodule.path", hp.encoding)
+            val_start, _ = self._bounds(len(text))
+            if not self.fitted_state:
+                self._fit_vocab(text[:val_start])
+            # 1 byte a character for vocabularies up to 256 (int64 would be 8: 8 GB for 1 GB)
+            self.encoded = torch.from_numpy(self.ids(text, self.id_dtype()))
+            self.cache_folder = None
+        else:
+            if meta is None:
+                meta = self._write_cache(cache, file)
+            if not self.fitted_state:
+                self.fitted_state = {"vocab": meta["vocab"]}
+            self.encoded = meta["rows"]["ids"]
+            self.cache_folder = cache
+        n = len(self.encoded)
+        val_start, test_start = self._bounds(n)
+        b = self.block_size
         stride = hp.stride or max(1, b // 2)
         bounds = {"train": (0, val_start), "val": (val_start, test_start), "test": (test_start, n)}
         pairs = {}
@@ -295,15 +384,69 @@ class CharTextDataModule(CharDataModule):
             starts = np.arange(a, last + 1, stride if split == "train" else b)
             if len(starts):
                 setattr(self, f"{split}_data", (torch.from_numpy(starts),))
-            part = self.encoded[a:z].numpy()
-            pairs[split] = (part[:-1], part[1:])
+            pairs[split] = self._pairs(a, z)
         self._ngram_baselines(pairs)
 
+    def _pairs(self, start: int, stop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(each character, the next one) of ``text[start:stop]``, a chunk at a time."""
+        encoded = self.encoded
+        for a in range(start, stop - 1, CHUNK):
+            z = min(a + CHUNK + 1, stop)  # one more: the last pair's target
+            part = np.asarray(encoded[a:z])
+            yield part[:-1], part[1:]
+
+    def _write_cache(self, folder: Path, file: Path) -> dict[str, Any]:
+        """Encode the text into a new cache folder a chunk at a time: one pass counts the
+        characters (the split), one reads the training part's vocabulary (unless a
+        checkpoint's is set), one writes the ids."""
+        hp = self.hparams
+        n, blank = 0, True
+        for text in text_chunks(file, hp.encoding):
+            n += len(text)
+            blank = blank and not text.strip()
+        if blank:
+            raise DataError(f"datamodule.path: {str(file)!r} has no text")
+        val_start, _ = self._bounds(n)
+        if not self.fitted_state:
+            chars: set[str] = set()
+            done = 0
+            for text in text_chunks(file, hp.encoding):
+                chars.update(text[: val_start - done])
+                done += len(text)
+                if done >= val_start:
+                    break
+            self._fit_vocab("".join(chars))
+        dtype = self.id_dtype()
+        with _disk_rows.CacheWriter(folder) as writer:
+            writer.append("ids", np.zeros(0, dtype))  # the file exists even when empty
+            for text in text_chunks(file, hp.encoding):
+                writer.append("ids", self.ids(text, dtype))
+            writer.commit(vocab=self.vocab, characters=n)
+        meta = _disk_rows.read_cache(folder)
+        if meta is None:
+            raise DataError(f"{folder}: the text cache just written cannot be read back")
+        return meta
+
     def collate(self, stage: str) -> Callable[[tuple[Tensor, ...]], Any] | None:
-        windows = self.encoded.unfold(0, self.block_size + 1, 1)  # a view, not a copy
+        encoded, length = self.encoded, self.block_size + 1
+        if isinstance(encoded, _disk_rows.DiskRows):
+            read = lambda starts: encoded.spans(starts, length)  # noqa: E731
+        else:
+            windows = encoded.unfold(0, length, 1)  # a view, not a copy
+            read = lambda starts: windows[starts]  # noqa: E731
 
         def windows_at(batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-            chunk = windows[batch[0]].long()  # the ids are stored in id_dtype()
+            chunk = read(batch[0]).long()  # the ids are stored in id_dtype()
             return chunk[:, :-1], chunk[:, 1:]
 
         return windows_at
+
+
+def _size(file: Path) -> int:
+    """The bytes of a text file once uncompressed (a ``.gz`` file's own record of it)."""
+    size = file.stat().st_size
+    if file.suffix == ".gz" and size >= 18:
+        with open(file, "rb") as handle:  # ISIZE: the last 4 bytes, modulo 2**32
+            handle.seek(-4, 2)
+            size = max(size, int.from_bytes(handle.read(4), "little"))
+    return size
