@@ -274,20 +274,32 @@ class TextDataModule(BaseDataModule):
         )
 
     def _encode_with(
-        self, tokenizer: Any, texts: list[str], max_length: int
+        self,
+        tokenizer: Any,
+        texts: list[str],
+        max_length: int,
+        dtype: torch.dtype = torch.long,
     ) -> tuple[Tensor, Tensor]:
-        ids = torch.zeros(len(texts), max_length, dtype=torch.long)
-        lengths = torch.ones(len(texts), dtype=torch.long)
+        ids = np.zeros((len(texts), max_length), dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+        lengths = np.ones(len(texts), dtype=np.int64)
+        head = self.hparams.truncate == "head"
         for i, encoding in enumerate(tokenizer.encode_batch(texts)):
             row = encoding.ids or [1]  # an empty text (empty=keep) is one unknown token
-            row = row[:max_length] if self.hparams.truncate == "head" else row[-max_length:]
-            ids[i, : len(row)] = torch.tensor(row)
+            row = row[:max_length] if head else row[-max_length:]
+            ids[i, : len(row)] = row
             lengths[i] = len(row)
-        return ids, lengths
+        return torch.from_numpy(ids), torch.from_numpy(lengths)
 
-    def encode(self, texts: list[str]) -> tuple[Tensor, Tensor]:
-        """Token ids ``(N, max_length)`` padded with 0, and the lengths ``(N,)``."""
-        return self._encode_with(self.tokenizer, texts, self.fitted_state["max_length"])
+    def encode(self, texts: list[str], dtype: torch.dtype = torch.long) -> tuple[Tensor, Tensor]:
+        """Token ids ``(N, max_length)`` padded with 0, and the lengths ``(N,)``; the ids as
+        ``dtype`` (:meth:`id_dtype` holds them in 2 bytes a token up to 32,767 tokens)."""
+        return self._encode_with(self.tokenizer, texts, self.fitted_state["max_length"], dtype)
+
+    def id_dtype(self) -> torch.dtype:
+        """The smallest integer type that holds every token id: the splits are stored in
+        it (a quarter of int64's memory) and batches widened to int64 one at a time."""
+        size = self.tokenizer.get_vocab_size()
+        return torch.uint8 if size <= 256 else torch.int16 if size <= 2**15 else torch.int32
 
     @property
     def idf(self) -> Tensor:
@@ -336,7 +348,7 @@ class TextDataModule(BaseDataModule):
                 f"labels {unknown[:5]} do not occur in the training split (classes: "
                 f"{self.class_names}); they cannot be learnt"
             )
-        ids, lengths = self.encode(frame.text.tolist())
+        ids, lengths = self.encode(frame.text.tolist(), self.id_dtype())
         y = torch.tensor([index[label] for label in frame.label], dtype=torch.long)
         return ids, lengths, y
 
@@ -411,7 +423,7 @@ class TextDataModule(BaseDataModule):
     def _trim(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """Cut the padding columns that no row of the batch uses."""
         ids, lengths, *rest = batch
-        return (ids[:, : int(lengths.max())], lengths, *rest)
+        return (ids[:, : int(lengths.max())].long(), lengths, *rest)
 
     def collate(self, stage: str) -> Callable[[tuple[Tensor, ...]], Any] | None:
         return self._trim

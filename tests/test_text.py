@@ -67,6 +67,20 @@ def test_vocabulary_and_length_come_from_the_training_split_only(tmp_path):
     assert batch[0].shape[1] == int(batch[1].max())
 
 
+def test_token_ids_are_held_in_the_smallest_type_and_batches_are_int64(tmp_path):
+    """A vocabulary of a few hundred tokens: the splits hold 2 bytes a token (not 8), the
+    same ids as int64 encoding gives, and every batch is widened to int64."""
+    dm = texts_module(tmp_path, make_texts(200), seed=0)
+    dm.setup("fit")
+    assert dm.id_dtype() == (torch.uint8 if dm.tokenizer.get_vocab_size() <= 256 else torch.int16)
+    for split in (dm.train_data, dm.val_data, dm.test_data):
+        assert split[0].dtype == dm.id_dtype() and split[0].element_size() <= 2
+    expected, _ = dm.encode(dm.texts["train"])
+    assert expected.dtype == torch.long and torch.equal(dm.train_data[0].long(), expected)
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        assert all(batch[0].dtype == torch.long for batch in loader)
+
+
 def test_bytes_that_are_not_utf8_are_replaced_and_counted(tmp_path):
     path = tmp_path / "latin.csv"
     rows = [("caf\xe9 great love", "positive"), ("awful late", "negative")] * 20
