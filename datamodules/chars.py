@@ -21,8 +21,8 @@ from tasks.errors import ConfigError, DataError
 PAD, BOUNDARY, UNKNOWN = "\0", "\n", "\ufffd"
 BUNDLED = {"names": "names.txt.gz"}
 IGNORE = -100
-#: Bytes of a text file decoded, encoded or counted at a time (the disk cache's memory use).
-CHUNK = 1 << 24
+#: Bytes of a text file decoded, and characters encoded or counted, at a time.
+CHUNK = 1 << 22
 
 
 def _text_file(path: str | Path, option: str) -> Path:
@@ -39,7 +39,7 @@ def read_text(path: str | Path, option: str, encoding: str = "utf-8") -> str:
     if file.suffix == ".gz":
         raw = gzip.decompress(raw)
     text = raw.decode(encoding, errors="replace")
-    if not text.strip():
+    if not text or text.isspace():  # (strip() would copy the whole text)
         raise DataError(f"{option}: {str(file)!r} has no text")
     return text
 
@@ -93,16 +93,23 @@ class CharDataModule(BaseDataModule):
     def ids(self, text: str, dtype: Any = np.int64) -> np.ndarray:
         """Character ids of ``text`` (2 for characters the training split lacks), as
         ``dtype`` (:meth:`id_dtype` holds a long text in 1 or 2 bytes a character)."""
-        vocab = self.vocab
-        if getattr(self, "_table_of", None) != vocab:  # built once per vocabulary
-            table = np.full(max(map(ord, vocab)) + 1, 2, dtype=np.int32)  # code point -> id
-            table[[ord(c) for c in vocab]] = np.arange(len(vocab), dtype=np.int32)
-            self._table, self._table_of = table, vocab
-        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-        known = points < len(self._table)
-        out = np.full(len(points), 2, dtype=dtype)
-        out[known] = self._table[points[known]]
+        out = np.empty(len(text), dtype=dtype)
+        for start in range(0, len(text), CHUNK):  # 4 bytes a character of a chunk at a time
+            part = text[start : start + CHUNK]
+            points = np.frombuffer(part.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+            # code point -> id; past the last known code point: the unknown id (clipped)
+            np.take(self._id_table(dtype), points, out=out[start : start + len(part)], mode="clip")
         return out
+
+    def _id_table(self, dtype: Any) -> np.ndarray:
+        """Code point -> id for every code point up to the vocabulary's largest, then one
+        more entry: 2 (unknown), where larger code points are clipped to."""
+        vocab, dtype = self.vocab, np.dtype(dtype)
+        if getattr(self, "_table_of", None) != (vocab, dtype):  # built once per vocabulary
+            table = np.full(max(map(ord, vocab)) + 2, 2, dtype=dtype)
+            table[[ord(c) for c in vocab]] = np.arange(len(vocab))
+            self._table, self._table_of = table, (vocab, dtype)
+        return self._table
 
     def id_dtype(self) -> Any:
         """The smallest integer type that holds every id of the vocabulary."""
@@ -351,11 +358,11 @@ class CharTextDataModule(CharDataModule):
         cache = meta = None
         if hp.cache != "memory":  # a complete cache of exactly this file is always used
             settings = {"encoding": hp.encoding, "split": [hp.val_fraction, hp.test_fraction]}
+            if self.fitted_state:  # a checkpoint's vocabulary: a cache of its own
+                settings["vocab"] = self.vocab
             source = _disk_rows.source_folder(Path(hp.data_dir) / "cache", "text", file)
             cache = source / _disk_rows.content_key([file], settings)
             meta = _disk_rows.read_cache(cache)
-            if meta is not None and self.fitted_state and meta["vocab"] != self.vocab:
-                meta = None  # encoded with another vocabulary (a checkpoint's): again
         if meta is None and (
             cache is None or not _disk_rows.use_disk(hp.cache, 3 * _size(file), hp.memory_budget_mb)
         ):
@@ -403,7 +410,7 @@ class CharTextDataModule(CharDataModule):
         n, blank = 0, True
         for text in text_chunks(file, hp.encoding):
             n += len(text)
-            blank = blank and not text.strip()
+            blank = blank and text.isspace()
         if blank:
             raise DataError(f"datamodule.path: {str(file)!r} has no text")
         val_start, _ = self._bounds(n)

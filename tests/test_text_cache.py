@@ -120,7 +120,8 @@ def test_a_changed_text_rebuilds_the_cache_and_removes_the_old_one(tmp_path):
 
 def test_a_checkpoint_vocabulary_is_kept_and_the_text_encoded_with_it(tmp_path):
     """Fine-tuning on another text: the checkpoint's vocabulary stays (unknown characters
-    become 2), and a cache encoded with another vocabulary is not reused."""
+    become 2) in a cache of its own, and a later fresh run gets the text's own vocabulary
+    again, never the checkpoint's."""
     path = tmp_path / "book.txt"
     write_text(path)
     fresh = _module(path, tmp_path / "data", cache="disk")
@@ -133,7 +134,10 @@ def test_a_checkpoint_vocabulary_is_kept_and_the_text_encoded_with_it(tmp_path):
         assert tuned.vocab == vocab
         ids = tuned.encoded[:].long()
         assert int(ids.max()) < len(vocab) and int((ids == 2).sum()) > 0
-    assert tuned.cache_folder == fresh.cache_folder  # rewritten with the new vocabulary
+    assert tuned.cache_folder != fresh.cache_folder
+    again = _module(path, tmp_path / "data", cache="disk")
+    again.setup("fit")
+    assert again.vocab == fresh.vocab and torch.equal(again.encoded[:], fresh.encoded[:])
 
 
 def test_auto_goes_to_disk_only_above_the_memory_budget(tmp_path):
