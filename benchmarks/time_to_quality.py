@@ -53,6 +53,7 @@ import dataclasses
 import importlib.metadata
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -289,9 +290,12 @@ def keras_figure(case: str, pred: np.ndarray, y: np.ndarray, w: Any, hp: dict) -
     return float(((pred[:, 0] > 0.5) == (y > 0.5)).mean())  # a sigmoid output
 
 
-def keras_child(name: str, path: Path) -> None:
+def keras_child(name: str, path: Path, seed: int | None = None) -> None:
     """Fit and test the Keras network on the rows in ``path``; print one JSON line."""
     import keras
+
+    if seed is not None:  # initial weights, shuffling and dropout
+        keras.utils.set_random_seed(seed)
 
     problem = PROBLEMS[name]
     with np.load(path) as data:
@@ -328,9 +332,15 @@ def keras_child(name: str, path: Path) -> None:
 
 
 def bench_problem(
-    problem: Problem, scale: float, work: Path, env: dict[str, str]
+    problem: Problem,
+    scale: float,
+    work: Path,
+    env: dict[str, str],
+    seeds: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Prepare the Keras rows, then time the library's run and the Keras run of ``problem``."""
+    """Prepare the Keras rows, then time the library's run and the Keras run of ``problem``;
+    with ``seeds``, once per seed (the library's ``seed``: its split, initialisation and
+    shuffling; Keras is seeded the same and gets the same rows), figures and times averaged."""
     from tasks.api import compose
     from tasks.peers import LOWER_IS_BETTER
 
@@ -343,18 +353,29 @@ def bench_problem(
     overrides.append(f"trainer.max_epochs={epochs}")
     stopping = cfg.callbacks.get("early_stopping")
     patience = int(stopping.patience) if stopping else None
-    arrays = folder / "keras.npz"
-    keras_data(problem, overrides, patience, arrays)
+    runs = []
+    for seed in seeds if seeds is not None else [None]:
+        where = folder if seed is None else folder / f"seed{seed}"
+        where.mkdir(exist_ok=True)
+        seeded = overrides if seed is None else [*overrides, f"seed={seed}"]
+        arrays = where / "keras.npz"
+        keras_data(problem, seeded, patience, arrays)
+        command = [sys.executable, "-m", "tasks", f"+task={problem.preset}", *seeded]
+        library_s = timed([*command, f"output_dir={where / 'run'}"], env, where / "library.log")
+        summary = json.loads((where / "run" / "summary.json").read_text())
+        child = [sys.executable, __file__, "--keras-child", problem.name, "--data", str(arrays)]
+        child += [] if seed is None else ["--seed", str(seed)]
+        keras_s = timed(child, {**env, "KERAS_BACKEND": "torch"}, where / "keras.log")
+        lines = (where / "keras.log").read_text().splitlines()
+        keras = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+        runs.append((command, library_s, summary, keras_s, keras))
 
-    command = [sys.executable, "-m", "tasks", f"+task={problem.preset}", *overrides]
-    library_s = timed([*command, f"output_dir={folder / 'run'}"], env, folder / "library.log")
-    summary = json.loads((folder / "run" / "summary.json").read_text())
-    child = [sys.executable, __file__, "--keras-child", problem.name, "--data", str(arrays)]
-    keras_s = timed(child, {**env, "KERAS_BACKEND": "torch"}, folder / "keras.log")
-    lines = (folder / "keras.log").read_text().splitlines()
-    keras = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+    def mean(values: list[float]) -> float:
+        return statistics.fmean(values)
 
-    library, other = summary["metrics"][problem.metric], keras["figure"]
+    library = mean([r[2]["metrics"][problem.metric] for r in runs])
+    other = mean([r[4]["figure"] for r in runs])
+    library_s, keras_s = mean([r[1] for r in runs]), mean([r[3] for r in runs])
     sign = -1 if problem.metric.split("/", 1)[1] in LOWER_IS_BETTER else 1
     worse = sign * (library - other) < -TOLERANCE
     slower = library_s > keras_s
@@ -363,6 +384,7 @@ def bench_problem(
         verdict = "worse quality" + (", slower" if slower else "")
     elif slower:
         verdict = "slower"
+    command = runs[0][0] if seeds is None else [*runs[0][0][:-1]]  # the seed varies
     return {
         "case": problem.name,
         "command": " ".join(["python -m tasks", *command[3:]]),
@@ -371,18 +393,27 @@ def bench_problem(
         "metric": problem.metric,
         "max_epochs": epochs,
         "patience": patience,
+        "seeds": seeds,
         "library_s": library_s,
         "library_figure": library,
-        "library_epochs": summary.get("epochs"),
-        "library_best_epoch": summary.get("best_epoch"),
+        "library_figures": [r[2]["metrics"][problem.metric] for r in runs],
+        "library_epochs": mean([r[2].get("epochs") or 0 for r in runs]),
+        "library_best_epoch": runs[0][2].get("best_epoch"),
         "keras_s": keras_s,
         "keras_figure": other,
-        "keras_epochs": keras["epochs"],
-        "keras_best_epoch": keras["best_epoch"],
+        "keras_figures": [r[4]["figure"] for r in runs],
+        "keras_epochs": mean([r[4]["epochs"] for r in runs]),
+        "keras_best_epoch": runs[0][4]["best_epoch"],
         "ratio": library_s / keras_s,
         "verdict": verdict,
         "notes": problem.notes,
     }
+
+
+def _figure(mean: float, values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{mean:.4f}"
+    return f"{mean:.4f} +- {statistics.stdev(values):.4f}"
 
 
 # -- report --------------------------------------------------------------------------------
@@ -401,15 +432,23 @@ def markdown(rows: list[dict[str, Any]], skipped: list[str], meta: dict[str, Any
         label = LABELS[r["metric"]]
         lines.append(
             f"| {r['case']} | {r['reference']} | {r['library_s']:.1f} "
-            f"({r['library_epochs']} ep) | {label} {r['library_figure']:.4f} | "
-            f"{r['keras_s']:.1f} ({r['keras_epochs']} ep) | {label} {r['keras_figure']:.4f} | "
+            f"({r['library_epochs']:g} ep) | {label} "
+            f"{_figure(r['library_figure'], r['library_figures'])} | "
+            f"{r['keras_s']:.1f} ({r['keras_epochs']:g} ep) | {label} "
+            f"{_figure(r['keras_figure'], r['keras_figures'])} | "
             f"**{r['ratio']:.2f}** | {r['verdict']} |"
         )
     lines += [
         "",
         "Wall time: from before the process starts to its exit; ep: epochs run (maximum "
         "times --epochs-scale, fewer where early stopping ended the run). As good: within "
-        f"{TOLERANCE} of Keras's figure.",
+        f"{TOLERANCE} of Keras's figure."
+        + (
+            f" With --seeds: means (+- sample std) over seeds {meta['seeds']}, each seed its "
+            "own split, the same rows for both sides."
+            if meta.get("seeds")
+            else ""
+        ),
         "Caveat: the Keras side's data preparation (reading, splitting, scaling, tokenising, "
         "windowing) was done by the library before its process started and is not in its "
         "time (loading the prepared arrays is); the library's time holds its own data "
@@ -431,11 +470,19 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=None, help="torch threads of both sides (default: torch's)"
     )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="run each side with seeds 0..N-1 (split, initialisation) and average "
+        "(default: one run, the preset's seed)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--keras-child", choices=list(PROBLEMS), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.keras_child:
-        keras_child(args.keras_child, args.data)
+        keras_child(args.keras_child, args.data, args.seed)
         return
 
     # the children run in temporary folders: the checkout stays importable without an install
@@ -455,12 +502,15 @@ def main(argv: list[str] | None = None) -> None:
         "python": sys.version.split()[0],
         "when": time.strftime("%Y-%m-%d"),
         "command": "python benchmarks/time_to_quality.py " + " ".join(argv or sys.argv[1:]),
+        "seeds": list(range(args.seeds)) if args.seeds else None,
     }
     rows, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
             try:
-                row = bench_problem(PROBLEMS[name], args.epochs_scale, Path(tmp), env)
+                row = bench_problem(
+                    PROBLEMS[name], args.epochs_scale, Path(tmp), env, meta["seeds"]
+                )
             except Skipped as exc:
                 skipped.append(f"{name}: {exc}")
                 print(f"{name:16s} skipped: {exc}", flush=True)

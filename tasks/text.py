@@ -97,7 +97,8 @@ class TextClassification(ClassificationOutputs, BaseTask):
     from there on or when ``embeddings_path`` is set (:func:`choose_text_network`; the
     hyperparameters keep the network chosen). Pretrained word vectors for the
     embedding networks come from a local GloVe/word2vec text file (``embeddings_path``),
-    fine-tuned or frozen (``freeze_embeddings``); words it lacks keep their random start.
+    fine-tuned or frozen (``freeze_embeddings``); words it lacks start from a normal
+    distribution with the spread of the vectors found (1 when fewer than two are).
 
     Test artefacts: confusion matrix and ``confident_mistakes.csv``, the ``examples`` test
     texts classified wrongly with the highest confidence.
@@ -221,6 +222,12 @@ class TextClassification(ClassificationOutputs, BaseTask):
             weight = self.model.embedding.weight
             with torch.no_grad():
                 weight[found] = vectors[found].to(weight.device, weight.dtype)
+                # words the file lacks start at the scale of the words it has (the network's
+                # own start, +-0.05, would be noise beside them, and nothing if frozen)
+                spread = float(vectors[found].std()) if int(found.sum()) > 1 else 0.0
+                lacking = ~found
+                lacking[0] = False  # padding stays 0
+                weight[lacking] = torch.randn_like(weight[lacking]) * (spread or 1.0)
             self.print(
                 f"word vectors: {int(found.sum())} of {len(found)} vocabulary entries found in "
                 f"{self.hparams.embeddings_path}"

@@ -95,11 +95,40 @@ def test_time_to_quality_times_both_sides_from_process_start(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "time_to_quality", module)  # for its dataclasses
     spec.loader.exec_module(module)
     out = tmp_path / "ttq.json"
-    module.main(["--cases", "spam_mlp", "--epochs-scale", "0.002", "--json", str(out)])
+    argv = ["--cases", "spam_mlp", "--epochs-scale", "0.002", "--seeds", "2"]
+    module.main([*argv, "--json", str(out)])
     (row,) = json.loads(out.read_text())["cases"]
     assert row["library_s"] > 0 and row["keras_s"] > 0
     assert row["ratio"] == pytest.approx(row["library_s"] / row["keras_s"])
-    assert 0.5 < row["library_figure"] <= 1 and 0.3 < row["keras_figure"] <= 1
+    # one paired run a seed (each its own split), averaged
+    assert row["seeds"] == [0, 1] and len(row["library_figures"]) == len(row["keras_figures"]) == 2
+    assert row["library_figure"] == pytest.approx(sum(row["library_figures"]) / 2)
+    assert all(0.5 < f <= 1 for f in row["library_figures"])
+    assert all(0.3 < f <= 1 for f in row["keras_figures"])
+    assert "seed=" not in row["command"]
+
+
+@pytest.mark.slow
+def test_text_cache_benchmark_reads_no_text_on_the_reused_cache(tmp_path):
+    import subprocess
+
+    command = [sys.executable, str(ROOT / "benchmarks" / "text_cache.py"), "--mb", "0.3"]
+    command += ["--epochs", "2", "--rows-per-epoch", "64", "--folder", str(tmp_path / "bench")]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = [
+        line.split("|")
+        for line in done.stdout.splitlines()
+        if line.startswith("| ") and "|---" not in line
+    ][1:]
+    assert [r[1].strip() for r in rows] == [
+        "in memory",
+        "disk cache, first run",
+        "disk cache, reused",
+    ]
+    reads = [r[7].strip() for r in rows]
+    assert reads[0].startswith("1 ") and reads[2].startswith("0 "), reads
+    assert len({r[8].strip() for r in rows}) == 1  # the same test perplexity on all three
 
 
 @pytest.mark.slow

@@ -40,6 +40,27 @@ class _EmbeddingRNN(nn.Module):
         )
         width = hidden_size * (2 if bidirectional else 1)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, outputs))
+        recurrent_init(self.rnn)
+        nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()  # padding
+
+
+def recurrent_init(rnn: nn.LSTM | nn.GRU) -> None:
+    """Keras' initialisation of a recurrent layer, which trains small text models better
+    than PyTorch's uniform one: each gate's input weights Glorot-uniform, its recurrent
+    weights orthogonal, biases zero, and an LSTM's forget gate bias 1 (it starts by
+    remembering: Jozefowicz et al., 2015)."""
+    gates = 4 if isinstance(rnn, nn.LSTM) else 3
+    for name, weight in rnn.named_parameters():
+        blocks = weight.data.chunk(gates, dim=0)
+        for k, block in enumerate(blocks):
+            if name.startswith("weight_ih"):
+                nn.init.xavier_uniform_(block)
+            elif name.startswith("weight_hh"):
+                nn.init.orthogonal_(block)
+            else:  # bias_ih, bias_hh: PyTorch adds both; the forget gate (LSTM gate 1) is 1
+                block.fill_(1.0 if gates == 4 and k == 1 and name.startswith("bias_ih") else 0.0)
 
 
 class EmbeddingLSTM(_EmbeddingRNN):
