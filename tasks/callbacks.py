@@ -246,6 +246,10 @@ class EpochLines(ProgressBar):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._report(trainer, pl_module, trainer.current_epoch - 1)
+        if self._best is None:  # a score held before the first epoch (a resumed run's, a
+            # forecaster's fitted start) is not an improvement of that epoch
+            score = getattr(trainer.checkpoint_callback, "best_model_score", None)
+            self._best = None if score is None else float(score)
         self._started = self._said = time.perf_counter()
         self._batches = self._rows = 0
 

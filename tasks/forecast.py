@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import Tensor, nn
 from torchmetrics import (
     MeanAbsoluteError,
@@ -450,6 +451,48 @@ class Forecasting(BaseTask):
             val = _flat_batches(datamodule.val_dataloader())
         season = int(datamodule_value(self, datamodule, "season", 1) or 1)
         model.fit(_flat_batches(loader), reduce, val_batches=val, season=season)
+        self._score_start = val is not None and trainer.limit_val_batches == 1.0
+
+    def on_train_start(self) -> None:
+        """A freshly fitted linear part is the first candidate for the best checkpoint: its
+        validation scores are computed as a validation epoch computes them and given to
+        the checkpoint and early-stopping callbacks before any step, so the network must
+        beat the forecast it starts from on the validation windows to be kept (on a short
+        series an LSTM trained on a hundred windows often learns noise). Runs after the
+        callbacks' own ``on_train_start`` (which resets what they hold)."""
+        super().on_train_start()
+        if not getattr(self, "_score_start", False):
+            return
+        self._score_start = False
+        trainer = self.trainer
+        scores = self._start_scores(trainer)
+        monitor = getattr(trainer.checkpoint_callback, "monitor", None)
+        if monitor not in scores:
+            return
+        self.start_score = float(scores[monitor])
+        candidates = {**scores, "epoch": torch.tensor(0), "step": torch.tensor(0)}
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.monitor == monitor:
+                callback._save_topk_checkpoint(trainer, candidates)
+            elif isinstance(callback, EarlyStopping) and callback.monitor == monitor:
+                callback._evaluate_stopping_criteria(scores[monitor].squeeze())
+
+    @torch.no_grad()
+    def _start_scores(self, trainer: L.Trainer) -> dict[str, Tensor]:
+        """``val/loss`` and the validation metrics of the model as it is, over every
+        validation batch, accumulated and synchronised as a validation epoch does."""
+        was_training = self.training
+        self.eval()
+        try:
+            with trainer.precision_plugin.val_step_context():
+                for batch in _flat_batches(trainer.datamodule.val_dataloader()):
+                    self.model_step(trainer.strategy.batch_to_device(batch), "val")
+            scores = {"val/loss": self.val_loss.compute(), **self.val_metrics.compute()}
+        finally:
+            self.val_loss.reset()
+            self.val_metrics.reset()
+            self.train(was_training)
+        return {k: v.detach() for k, v in scores.items()}
 
     def on_test_epoch_start(self) -> None:
         self._test_rows = []
@@ -499,7 +542,18 @@ class Forecasting(BaseTask):
             if getattr(self.model, "validated", False)
             else "fitted without validation windows to choose on"
         )
-        return [*self.notes, f"linear part {how}: {chosen}"]
+        notes = [*self.notes, f"linear part {how}: {chosen}"]
+        start = getattr(self, "start_score", None)
+        callback = getattr(self._trainer, "checkpoint_callback", None) if self._trainer else None
+        if start is not None and isinstance(callback, ModelCheckpoint):
+            best = callback.best_model_score
+            if best is not None and float(best) == start:
+                notes.append(
+                    f"the network never beat the fitted linear part on the validation windows "
+                    f"({callback.monitor} {start:.4g} before training): the linear part alone "
+                    "is the model tested and saved (best epoch 0)"
+                )
+        return notes
 
     def save_artifacts(self, output_dir: Path, datamodule: L.LightningDataModule) -> list[Path]:
         if not self.test_table:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -278,3 +279,46 @@ def test_the_choice_is_cross_validated_on_the_training_windows_too():
         model = relative_model(24, 1)
         model.fit([(x[:400], y[:400])], val_batches=[(x[start : start + 3], y[start : start + 3])])
         assert _val_error(model, *fresh) <= 1.05 * min(errors.values()), (model.choice, errors)
+
+
+def test_a_network_that_never_beats_the_fitted_start_is_not_kept(tmp_path):
+    """White noise: the fitted linear part forecasts about the mean, and an LSTM trained
+    hard on 200 windows of noise only learns the noise. The start is the first candidate
+    of the best checkpoint and early stopping: it stays the best (epoch 0), it is what is
+    tested, saved and predicted with, no epoch line claims "best", and the notes say so."""
+    from conftest import run_cli
+
+    rng = np.random.default_rng(0)
+    time = pd.date_range("2020-01-01", periods=300, freq="D").strftime("%Y-%m-%d")
+    csv = tmp_path / "noise.csv"
+    pd.DataFrame({"date": time, "value": 50 + rng.normal(0, 5, 300)}).to_csv(csv, index=False)
+    out = tmp_path / "run"
+    args = [f"datamodule.path={csv}", "datamodule.target=value", "task.lr=0.05"]
+    args += ["trainer.max_epochs=4", "callbacks.early_stopping.patience=2", f"output_dir={out}"]
+    done = run_cli("+task=forecast_csv", *args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_epoch"] == 0 and summary["epochs"] >= 2
+    assert any("never beat the fitted linear part" in n for n in summary["notes"])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
+    assert lines and not any(line.endswith("best") for line in lines), lines
+    best = torch.load(summary["best_checkpoint"], weights_only=True)
+    assert best["global_step"] == 0  # taken before the first step
+    head = [v for k, v in best["state_dict"].items() if k.startswith("model.net.head")]
+    assert head and all(not v.any() for v in head)  # the network adds nothing there
+    # predicting with the saved best model gives the forecasts that were tested
+    last = pd.read_csv(out / "test_forecasts.csv").iloc[-1]
+    series = pd.read_csv(csv)
+    history = tmp_path / "history.csv"
+    series[series.date <= last.origin].to_csv(history, index=False)  # up to that origin
+    predicted = run_cli(
+        "+task=forecast_csv",
+        *args[:2],
+        "mode=predict",
+        f"ckpt_path={summary['best_checkpoint']}",
+        f"datamodule.predict_path={history}",
+        f"output_dir={tmp_path / 'predict'}",
+    )
+    assert predicted.returncode == 0, predicted.stdout[-3000:] + predicted.stderr[-3000:]
+    (row,) = pd.read_csv(tmp_path / "predict" / "predictions.csv").itertuples()
+    assert row.time == last.time and row.value == pytest.approx(last.forecast, rel=1e-5)

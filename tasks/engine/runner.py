@@ -557,11 +557,14 @@ def describe_device(trainer: L.Trainer, steps: int = 1) -> str:
 
 
 def _best_epoch(path: str | None) -> int | None:
-    """Epochs trained when the checkpoint at ``path`` was written (1-based)."""
+    """Epochs trained when the checkpoint at ``path`` was written (1-based; 0 for one taken
+    before the first step, as a forecaster's fitted linear part is)."""
     if not path or not Path(path).is_file():
         return None
     checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     epoch = checkpoint.get("epoch")
+    if checkpoint.get("global_step") == 0:
+        return 0
     return None if epoch is None else int(epoch) + 1
 
 
