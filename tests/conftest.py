@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -329,3 +330,20 @@ def write_ucr_csv(path: Path, n: int = 60, steps: int = 24) -> Path:
     frame.insert(0, "label", labels)
     frame.to_csv(path, index=False)
     return path
+
+
+def loader_batches(dm: Any) -> list[tuple[Any, ...]]:
+    """Every batch a set-up datamodule gives: two training epochs (two shuffles), then
+    validation and test, in order."""
+    loaders = (dm.train_dataloader(), dm.train_dataloader(), dm.val_dataloader())
+    return [b for loader in (*loaders, dm.test_dataloader()) for b in loader]
+
+
+def same_batches(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
+    """Whether two lists of batches hold equal tensors (values and dtypes), in order."""
+    import torch
+
+    return len(a) == len(b) and all(
+        len(left) == len(right) and all(torch.equal(x, y) for x, y in zip(left, right))
+        for left, right in zip(a, b)
+    )

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import write_image_folder
+from conftest import loader_batches, same_batches, write_image_folder
 
 import datamodules.image as image_module
 from datamodules._disk_rows import CacheWriter, DiskRows, read_cache, take
@@ -81,14 +81,7 @@ def _batches(dm: ImageFolderDataModule) -> list[tuple[torch.Tensor, ...]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImageWarning)
         dm.setup("fit")
-    loaders = (dm.train_dataloader(), dm.train_dataloader(), dm.val_dataloader())
-    return [b for loader in (*loaders, dm.test_dataloader()) for b in loader]
-
-
-def _same(a, b) -> bool:
-    return len(a) == len(b) and all(
-        torch.equal(x, y) for left, right in zip(a, b) for x, y in zip(left, right)
-    )
+    return loader_batches(dm)
 
 
 def test_disk_cache_gives_the_in_memory_batches_and_state(tmp_path):
@@ -97,7 +90,7 @@ def test_disk_cache_gives_the_in_memory_batches_and_state(tmp_path):
     memory = ImageFolderDataModule(**_settings(root, tmp_path / "data", cache="memory"))
     disk = ImageFolderDataModule(**_settings(root, tmp_path / "data", cache="disk"))
     expected = _batches(memory)
-    assert _same(_batches(disk), expected)
+    assert same_batches(_batches(disk), expected)
     assert isinstance(disk.train_data[0], DiskRows) and memory.cache_folder is None
     assert disk.cache_folder.is_relative_to(tmp_path / "data" / "cache" / "images")
     assert disk.fitted_state == memory.fitted_state  # class names, channel statistics
@@ -108,7 +101,7 @@ def test_disk_cache_gives_the_in_memory_batches_and_state(tmp_path):
         patch.setattr(image_module, "_decode", pytest.fail)
         with pytest.warns(ImageWarning, match="skipped 1 unreadable.*broken.png"):
             again.setup("fit")
-    assert again.cache_folder == disk.cache_folder and _same(_batches(again), expected)
+    assert again.cache_folder == disk.cache_folder and same_batches(_batches(again), expected)
 
 
 def test_auto_goes_to_disk_only_above_the_memory_budget(tmp_path):
@@ -134,7 +127,7 @@ def test_a_changed_added_or_removed_file_rebuilds_the_cache(tmp_path):
     os.utime(changed, ns=(1, 1))  # a new modification time even on a coarse clock
     second = ImageFolderDataModule(**_settings(root, tmp_path / "data", cache="disk"))
     memory = ImageFolderDataModule(**_settings(root, tmp_path / "data", cache="memory"))
-    assert _same(_batches(second), _batches(memory))
+    assert same_batches(_batches(second), _batches(memory))
     assert second.cache_folder != first.cache_folder
     assert not first.cache_folder.exists()  # the stale cache is removed, not kept forever
     (root / "owl" / "0.png").unlink()
@@ -164,7 +157,7 @@ def test_an_interrupted_cache_write_leaves_no_cache_to_trust(tmp_path, monkeypat
     monkeypatch.setattr(image_module, "_decode", decode)
     whole = ImageFolderDataModule(**settings)
     memory = ImageFolderDataModule(**{**settings, "cache": "memory"})
-    assert _same(_batches(whole), _batches(memory))
+    assert same_batches(_batches(whole), _batches(memory))
 
 
 def test_a_run_on_the_disk_cache_trains_as_the_in_memory_run(tmp_path):

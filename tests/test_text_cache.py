@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import loader_batches, same_batches
 
 import datamodules.chars as chars_module
 from datamodules._disk_rows import DiskRows
@@ -52,14 +53,7 @@ def _module(path, data, **extra) -> CharTextDataModule:
 
 def _batches(dm: CharTextDataModule) -> list[tuple[torch.Tensor, ...]]:
     dm.setup("fit")
-    loaders = (dm.train_dataloader(), dm.train_dataloader(), dm.val_dataloader())
-    return [b for loader in (*loaders, dm.test_dataloader()) for b in loader]
-
-
-def _same(a, b) -> bool:
-    return len(a) == len(b) and all(
-        torch.equal(x, y) for left, right in zip(a, b) for x, y in zip(left, right)
-    )
+    return loader_batches(dm)
 
 
 @pytest.mark.parametrize("name", ["book.txt", "book.txt.gz"])
@@ -74,7 +68,7 @@ def test_the_disk_cache_gives_the_in_memory_batches_vocabulary_and_baselines(
     # into train/val/test falls inside a chunk
     monkeypatch.setattr(chars_module, "CHUNK", 7)
     disk = _module(path, tmp_path / "data", cache="disk")
-    assert _same(_batches(disk), expected)
+    assert same_batches(_batches(disk), expected)
     assert isinstance(disk.encoded, DiskRows) and memory.cache_folder is None
     assert disk.cache_folder.is_relative_to(tmp_path / "data" / "cache" / "text")
     assert disk.vocab == memory.vocab and "⌘" not in disk.vocab  # only in the test part
@@ -102,7 +96,7 @@ def test_a_later_run_reads_the_cache_and_not_the_text(tmp_path, monkeypatch):
     monkeypatch.setattr(chars_module, "text_chunks", pytest.fail)
     monkeypatch.setattr(chars_module, "read_text", pytest.fail)
     again = _module(path, tmp_path / "data", cache="auto")  # a complete cache is used
-    assert _same(_batches(again), expected) and again.cache_folder == first.cache_folder
+    assert same_batches(_batches(again), expected) and again.cache_folder == first.cache_folder
 
 
 def test_a_changed_text_rebuilds_the_cache_and_removes_the_old_one(tmp_path):
@@ -114,7 +108,7 @@ def test_a_changed_text_rebuilds_the_cache_and_removes_the_old_one(tmp_path):
     os.utime(path, ns=(1, 1))  # a new modification time even on a coarse clock
     second = _module(path, tmp_path / "data", cache="disk")
     memory = _module(path, tmp_path / "data", cache="memory")
-    assert _same(_batches(second), _batches(memory))
+    assert same_batches(_batches(second), _batches(memory))
     assert second.cache_folder != first.cache_folder and not first.cache_folder.exists()
 
 
