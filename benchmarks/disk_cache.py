@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _cache_bench as bench  # noqa: E402
 
 
 # -- the folder --------------------------------------------------------------------------
@@ -80,13 +78,9 @@ def make_folder(folder: Path, images: int, size: int, classes: int) -> Path:
 # -- one run, in its own process ------------------------------------------------------------
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """Train once with ``args.child`` as the cache mode; what was measured, as a dict."""
-    import warnings
-
-    import lightning as L
     from PIL import Image
 
     from datamodules.image import ImageFolderDataModule
-    from tasks.api import compose, run
 
     opened = {"before": 0, "during": 0}
     phase = {"now": "before"}
@@ -99,62 +93,32 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     Image.open = counting_open
     loading: list[float] = []
-    real_load = ImageFolderDataModule.load_splits
 
-    def timed_load(self: Any) -> Any:
-        if getattr(self, "_splits", None) is not None:
-            return real_load(self)
-        start = time.perf_counter()
-        try:
-            return real_load(self)
-        finally:
-            loading.append(time.perf_counter() - start)
+    def loaded(self: Any) -> bool:  # a second call returns the splits already loaded
+        return getattr(self, "_splits", None) is not None
 
-    ImageFolderDataModule.load_splits = timed_load
-    epochs: list[float] = []
-    training_rss: list[float] = []
-
-    class Timer(L.Callback):
-        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-            phase["now"] = "during"
-
-        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-            self.start = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-            epochs.append(time.perf_counter() - self.start)
-
-        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-            training_rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-
-    sys.modules[__name__].Timer = Timer
-    cfg = compose(
-        "image_folder",
-        [
-            f"datamodule.path={args.folder}",
-            f"+datamodule.cache={args.child}",
-            f"datamodule.data_dir={args.cache_root}",
-            f"datamodule.batch_size={args.batch}",
-            f"+datamodule.train_rows_per_epoch={args.rows_per_epoch}",
-            f"trainer.max_epochs={args.epochs}",
-            "trainer.limit_val_batches=10",
-            "trainer.limit_test_batches=10",
-            "trainer.enable_progress_bar=false",
-            f"output_dir={args.out}/{args.child}-{os.getpid()}",
-            f"+callbacks.bench_timer._target_={__name__}.Timer",
-        ],
-    )
-    cfg.callbacks.early_stopping = None  # every run trains the same number of epochs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        summary = run(cfg)
+    bench.time_calls(ImageFolderDataModule, "load_splits", loading, skip=loaded)
+    clock = bench.TrainingClock(on_train_start=lambda: phase.update(now="during"))
+    overrides = [
+        f"datamodule.path={args.folder}",
+        f"+datamodule.cache={args.child}",
+        f"datamodule.data_dir={args.cache_root}",
+        f"datamodule.batch_size={args.batch}",
+        f"+datamodule.train_rows_per_epoch={args.rows_per_epoch}",
+        f"trainer.max_epochs={args.epochs}",
+        "trainer.limit_val_batches=10",
+        "trainer.limit_test_batches=10",
+        "trainer.enable_progress_bar=false",
+        f"output_dir={args.out}/{args.child}-{os.getpid()}",
+    ]
+    summary = bench.train("image_folder", overrides, clock)
     return {
         "mode": args.child,
         "load_s": sum(loading),
-        "epoch_s": epochs,
-        "rows_per_s": args.rows_per_epoch / statistics.median(epochs[1:] or epochs),
-        "training_rss_mb": training_rss[0],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "epoch_s": clock.epochs,
+        "rows_per_s": clock.per_second(args.rows_per_epoch),
+        "training_rss_mb": clock.training_rss_mb,
+        "peak_rss_mb": bench.peak_rss_mb(),
         "opened_before": opened["before"],
         "opened_during": opened["during"],
         "test_acc": summary["metrics"].get("test/acc"),
@@ -170,45 +134,40 @@ def main() -> None:
     parser.add_argument("--rows-per-epoch", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--child", choices=["memory", "disk"], help=argparse.SUPPRESS)
-    parser.add_argument("--cache-root", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    bench.add_child_arguments(parser)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args)))
+        bench.print_result(child(args))
         return
     folder = make_folder(args.folder, args.images, args.size, args.classes)
-    work = args.folder.parent / "runs"
-    shutil.rmtree(work, ignore_errors=True)
-    results = []
-    for mode in ("memory", "disk", "disk"):
-        command = [sys.executable, __file__, "--child", mode, "--folder", str(folder)]
-        command += ["--cache-root", str(work / "data"), "--out", str(work / "out")]
-        for name in ("rows_per_epoch", "epochs", "batch"):
-            command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-        if done.returncode or not lines:
-            sys.exit(f"the {mode} run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        results.append(json.loads(lines[-1].removeprefix("RESULT ")))
-    base = results[0]["rows_per_s"]
+    arguments = ["--folder", str(folder), *bench.flags(args, ("rows_per_epoch", "epochs", "batch"))]
+    results = bench.run_modes(__file__, args.folder.parent / "runs", arguments)
     print(
         f"\n{args.images} PNGs of {args.size}x{args.size} RGB, {args.classes} classes; "
         f"{args.rows_per_epoch} random rows an epoch, batch {args.batch}, {args.epochs} epochs; "
-        f"{os.cpu_count()} cores\n"
+        f"{os.cpu_count()} cores"
     )
-    print(
-        "| run | loading s | rows/s | vs memory | peak RSS MB to the end of training "
-        "(whole run) | files opened before / during training | test acc |"
+    columns = [
+        "loading s",
+        "rows/s",
+        "vs memory",
+        "peak RSS MB to the end of training (whole run)",
+        "files opened before / during training",
+        "test acc",
+    ]
+    bench.print_table(
+        results,
+        "rows_per_s",
+        columns,
+        lambda r, ratio: [
+            f"{r['load_s']:.1f}",
+            f"{r['rows_per_s']:.0f}",
+            f"{ratio:.2f}",
+            f"{r['training_rss_mb']:.0f} ({r['peak_rss_mb']:.0f})",
+            f"{r['opened_before']} / {r['opened_during']}",
+            f"{r['test_acc']:.3f}",
+        ],
     )
-    print("|---|---|---|---|---|---|---|")
-    names = ("in memory", "disk cache, first run", "disk cache, reused")
-    for name, r in zip(names, results):
-        print(
-            f"| {name} | {r['load_s']:.1f} | {r['rows_per_s']:.0f} | "
-            f"{r['rows_per_s'] / base:.2f} | {r['training_rss_mb']:.0f} ({r['peak_rss_mb']:.0f}) | "
-            f"{r['opened_before']} / {r['opened_during']} | {r['test_acc']:.3f} |"
-        )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import shutil
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _cache_bench as bench  # noqa: E402
+
 #: Bumped whenever the generated text changes for the same settings.
 TEXT_FORMAT = 1
 
@@ -132,13 +130,10 @@ def make_text(folder: Path, mb: float, words: int = 4000, seed: int = 0) -> Path
 # -- one run, in its own process ------------------------------------------------------------
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """Train once with ``args.child`` as the cache mode; what was measured, as a dict."""
-    import warnings
-
     import lightning as L
     import torch
 
     import datamodules.chars as chars
-    from tasks.api import compose, run
 
     reads = {"read_text": 0, "text_chunks": 0}
 
@@ -155,64 +150,32 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     for name in reads:
         setattr(chars, name, counted(name))
     loading: list[float] = []
-    real_setup = chars.CharTextDataModule.setup_fit
-
-    def timed_setup(self: Any) -> None:
-        start = time.perf_counter()
-        try:
-            real_setup(self)
-        finally:
-            loading.append(time.perf_counter() - start)
-
-    chars.CharTextDataModule.setup_fit = timed_setup
-    epochs: list[float] = []
-    training_rss: list[float] = []
-
-    class Timer(L.Callback):
-        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-            self.start = self.last = time.perf_counter()
-
-        def on_train_batch_end(self, *args: Any) -> None:
-            self.last = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-            epochs.append(self.last - self.start)  # training batches only, not validation
-
-        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-            training_rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-
-    sys.modules[__name__].Timer = Timer
-    cfg = compose(
-        "text_char_lm",
-        [
-            f"datamodule.path={args.file}",
-            f"datamodule.cache={args.child}",
-            f"datamodule.data_dir={args.cache_root}",
-            f"datamodule.train_rows_per_epoch={args.rows_per_epoch}",
-            f"trainer.max_epochs={args.epochs}",
-            "trainer.max_time=null",
-            "trainer.limit_val_batches=5",
-            "trainer.limit_test_batches=5",
-            "trainer.enable_progress_bar=false",
-            "task.progress_samples=0",
-            f"output_dir={args.out}/{args.child}-{os.getpid()}",
-            f"+callbacks.bench_timer._target_={__name__}.Timer",
-        ],
-    )
-    cfg.callbacks.early_stopping = None  # every run trains the same number of epochs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        summary = run(cfg)
+    bench.time_calls(chars.CharTextDataModule, "setup_fit", loading)
+    clock = bench.TrainingClock(batches_only=True)  # training batches only, not validation
+    overrides = [
+        f"datamodule.path={args.file}",
+        f"datamodule.cache={args.child}",
+        f"datamodule.data_dir={args.cache_root}",
+        f"datamodule.train_rows_per_epoch={args.rows_per_epoch}",
+        f"trainer.max_epochs={args.epochs}",
+        "trainer.max_time=null",
+        "trainer.limit_val_batches=5",
+        "trainer.limit_test_batches=5",
+        "trainer.enable_progress_bar=false",
+        "task.progress_samples=0",
+        f"output_dir={args.out}/{args.child}-{os.getpid()}",
+    ]
+    summary = bench.train("text_char_lm", overrides, clock)
     scores = {**summary.get("baseline", {}), **summary["metrics"]}
     bigram = scores.get("baseline/bigram_perplexity")
     return {
         "mode": args.child,
         "load_s": sum(loading),
         "setup_calls": len(loading),
-        "epoch_s": epochs,
-        "windows_per_s": args.rows_per_epoch / statistics.median(epochs[1:] or epochs),
-        "training_rss_mb": training_rss[0],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "epoch_s": clock.epochs,
+        "windows_per_s": clock.per_second(args.rows_per_epoch),
+        "training_rss_mb": clock.training_rss_mb,
+        "peak_rss_mb": bench.peak_rss_mb(),
         "read_text_calls": reads["read_text"],
         "text_chunks_calls": reads["text_chunks"],
         "test_perplexity": summary["metrics"].get("test/perplexity"),
@@ -227,6 +190,21 @@ def _number(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _cells(r: dict[str, Any], ratio: float) -> list[str]:
+    """One run's row after its name."""
+    reads = r["read_text_calls"] + r["text_chunks_calls"]
+    return [
+        f"{r['load_s']:.2f}",
+        f"{r['windows_per_s']:.0f}",
+        f"{ratio:.2f}",
+        f"{r['training_rss_mb']:.0f}",
+        f"{r['peak_rss_mb']:.0f}",
+        f"{reads} ({r['read_text_calls']} + {r['text_chunks_calls']})",
+        _number(r["test_perplexity"], 3),
+        _number(r["bigram_perplexity"], 3),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=300)
@@ -236,48 +214,27 @@ def main() -> None:
     parser.add_argument("--rows-per-epoch", type=int, default=3200)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--child", choices=["memory", "disk"], help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--cache-root", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    bench.add_child_arguments(parser)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args)))
+        bench.print_result(child(args))
         return
     folder = args.folder.expanduser().resolve()
     file = make_text(folder, args.mb)
-    work = folder / "runs"
-    shutil.rmtree(work, ignore_errors=True)
-    results = []
-    for i, mode in enumerate(("memory", "disk", "disk")):
-        if i == 1:
-            shutil.rmtree(work / "data", ignore_errors=True)  # the first disk run encodes
-        command = [sys.executable, __file__, "--child", mode, "--file", str(file)]
-        command += ["--cache-root", str(work / "data"), "--out", str(work / f"out{i}")]
-        for name in ("rows_per_epoch", "epochs"):
-            command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-        if done.returncode or not lines:
-            sys.exit(f"the {mode} run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        results.append(json.loads(lines[-1].removeprefix("RESULT ")))
-    base = results[0]["windows_per_s"]
-    print(
-        "\n| run | load s | windows/s | vs memory | peak RSS MB, end of training | "
-        "peak RSS MB, whole run | text reads (read_text + text_chunks) | test perplexity | "
-        "bigram perplexity |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    names = ("in memory", "disk cache, first run", "disk cache, reused")
-    for name, r in zip(names, results):
-        reads = r["read_text_calls"] + r["text_chunks_calls"]
-        print(
-            f"| {name} | {r['load_s']:.2f} | {r['windows_per_s']:.0f} | "
-            f"{r['windows_per_s'] / base:.2f} | {r['training_rss_mb']:.0f} | "
-            f"{r['peak_rss_mb']:.0f} | {reads} ({r['read_text_calls']} + "
-            f"{r['text_chunks_calls']}) | {_number(r['test_perplexity'], 3)} | "
-            f"{_number(r['bigram_perplexity'], 3)} |"
-        )
+    arguments = ["--file", str(file), *bench.flags(args, ("rows_per_epoch", "epochs"))]
+    results = bench.run_modes(__file__, folder / "runs", arguments)
+    columns = [
+        "load s",
+        "windows/s",
+        "vs memory",
+        "peak RSS MB, end of training",
+        "peak RSS MB, whole run",
+        "text reads (read_text + text_chunks)",
+        "test perplexity",
+        "bigram perplexity",
+    ]
+    bench.print_table(results, "windows_per_s", columns, _cells)
     megabytes = file.stat().st_size / 2**20
     print(
         f"\na {megabytes:.1f} MB text ({file}); {args.rows_per_epoch} random 128-character "
