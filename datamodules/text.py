@@ -71,6 +71,16 @@ def build_tokenizer(kind: str, vocab_size: int, lowercase: bool) -> Any:
     return tokenizer, trainer
 
 
+def _document_frequency(ids: np.ndarray, vocab: int) -> np.ndarray:
+    """How many rows of ``ids`` hold each token id (padding, 0, not counted): each row
+    sorted, the first of each run of equal ids counted, with no loop over the rows."""
+    ordered = np.sort(ids, axis=1)
+    first = np.ones(ordered.shape, dtype=bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    tokens = ordered[first & (ordered > 0)].astype(np.int64)
+    return np.bincount(tokens, minlength=vocab).astype(np.float64)
+
+
 class TextDataModule(BaseDataModule):
     """Texts with a class label, as padded token ids held in memory.
 
@@ -242,48 +252,46 @@ class TextDataModule(BaseDataModule):
             self._tokenizer = Tokenizer.from_str(self.fitted_state["tokenizer"])
         return self._tokenizer
 
-    def _fit(self, train: pd.DataFrame) -> None:
+    def _fit(self, train: pd.DataFrame) -> tuple[Tensor, Tensor]:
+        """Fit the tokenizer, ``max_length`` and the IDF weights on the training texts;
+        returns their ids and lengths (:meth:`encode`'s), tokenised once for all three."""
         hp = self.hparams
         tokenizer, trainer = build_tokenizer(hp.tokenizer, hp.vocab_size, hp.lowercase)
-        tokenizer.train_from_iterator(train.text.tolist(), trainer=trainer)
+        texts = train.text.tolist()
+        tokenizer.train_from_iterator(texts, trainer=trainer)
         if tokenizer.token_to_id(PAD) != 0 or tokenizer.token_to_id(UNK) != 1:
             raise RuntimeError("tokenizers did not put [PAD], [UNK] first")
-        lengths = np.array([len(e.ids) for e in tokenizer.encode_batch(train.text.tolist())])
+        encodings = tokenizer.encode_batch(texts)
+        lengths = np.array([len(e.ids) for e in encodings])
         max_length = hp.max_length or max(
             1, int(math.ceil(np.percentile(lengths, hp.length_percentile)))
         )
         classes = sorted(train.label.unique().tolist())
-        ids = self._encode_with(tokenizer, train.text.tolist(), max_length)[0]
-        vocab = tokenizer.get_vocab_size()
-        df = np.zeros(vocab)
-        for row in ids.numpy():
-            df[np.unique(row[row > 0])] += 1
-        idf = np.log((1 + len(ids)) / (1 + df)) + 1  # smoothed, as scikit-learn's
-        self.fitted_state = {
-            "tokenizer": tokenizer.to_str(),
-            "max_length": max_length,
-            "classes": classes,
-            "idf": idf.tolist(),
-        }
         self._tokenizer = tokenizer
+        self.fitted_state = {"tokenizer": tokenizer.to_str(), "max_length": max_length}
+        ids, kept = self._pad(encodings, max_length, self.id_dtype())
+        df = _document_frequency(ids.numpy(), tokenizer.get_vocab_size())
+        idf = np.log((1 + len(ids)) / (1 + df)) + 1  # smoothed, as scikit-learn's
+        self.fitted_state.update(classes=classes, idf=idf.tolist())
         cut = float((lengths > max_length).mean())
         origin = "set" if hp.max_length else f"{hp.length_percentile:g}th percentile of training"
         self.data_warnings.append(
             f"max_length={max_length} tokens ({origin}); {cut:.1%} of training texts are "
             f"longer and keep their {hp.truncate}"
         )
+        return ids, kept
 
-    def _encode_with(
-        self,
-        tokenizer: Any,
-        texts: list[str],
-        max_length: int,
-        dtype: torch.dtype = torch.long,
+    def _pad(
+        self, encodings: list[Any], max_length: int, dtype: torch.dtype
     ) -> tuple[Tensor, Tensor]:
-        ids = np.zeros((len(texts), max_length), dtype=torch.empty(0, dtype=dtype).numpy().dtype)
-        lengths = np.ones(len(texts), dtype=np.int64)
+        """Token ids ``(N, max_length)`` as ``dtype``, padded with 0 and cut at the
+        ``truncate`` end, and the lengths ``(N,)``, of tokenizer encodings."""
+        ids = np.zeros(
+            (len(encodings), max_length), dtype=torch.empty(0, dtype=dtype).numpy().dtype
+        )
+        lengths = np.ones(len(encodings), dtype=np.int64)
         head = self.hparams.truncate == "head"
-        for i, encoding in enumerate(tokenizer.encode_batch(texts)):
+        for i, encoding in enumerate(encodings):
             row = encoding.ids or [1]  # an empty text (empty=keep) is one unknown token
             row = row[:max_length] if head else row[-max_length:]
             ids[i, : len(row)] = row
@@ -293,7 +301,8 @@ class TextDataModule(BaseDataModule):
     def encode(self, texts: list[str], dtype: torch.dtype = torch.long) -> tuple[Tensor, Tensor]:
         """Token ids ``(N, max_length)`` padded with 0, and the lengths ``(N,)``; the ids as
         ``dtype`` (:meth:`id_dtype` holds them in 2 bytes a token up to 32,767 tokens)."""
-        return self._encode_with(self.tokenizer, texts, self.fitted_state["max_length"], dtype)
+        encodings = self.tokenizer.encode_batch(texts)
+        return self._pad(encodings, self.fitted_state["max_length"], dtype)
 
     def id_dtype(self) -> torch.dtype:
         """The smallest integer type that holds every token id: the splits are stored in
@@ -340,7 +349,11 @@ class TextDataModule(BaseDataModule):
             out["test"] = self._table(hp.test_path, "datamodule.test_path")
         return out
 
-    def _tensors(self, frame: pd.DataFrame) -> tuple[Tensor, ...]:
+    def _tensors(
+        self, frame: pd.DataFrame, encoded: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, ...]:
+        """Ids, lengths and labels of ``frame`` (``encoded``: its ids and lengths, when
+        they are at hand)."""
         index = {name: i for i, name in enumerate(self.class_names)}
         unknown = sorted(set(frame.label) - set(index))
         if unknown:
@@ -348,7 +361,7 @@ class TextDataModule(BaseDataModule):
                 f"labels {unknown[:5]} do not occur in the training split (classes: "
                 f"{self.class_names}); they cannot be learnt"
             )
-        ids, lengths = self.encode(frame.text.tolist(), self.id_dtype())
+        ids, lengths = encoded or self.encode(frame.text.tolist(), self.id_dtype())
         y = torch.tensor([index[label] for label in frame.label], dtype=torch.long)
         return ids, lengths, y
 
@@ -378,13 +391,12 @@ class TextDataModule(BaseDataModule):
         counts = parts["train"].label.value_counts()
         if len(counts) < 2:
             raise DataError(f"the training split has one class only ({counts.index.tolist()})")
-        if not self.fitted_state:
-            self._fit(parts["train"])
+        encoded = {"train": self._fit(parts["train"])} if not self.fitted_state else {}
         for split, part in parts.items():
             part = part.reset_index(drop=True)
             self.texts[split] = part.text.tolist()
             if len(part):
-                setattr(self, f"{split}_data", self._tensors(part))
+                setattr(self, f"{split}_data", self._tensors(part, encoded.get(split)))
         train_y = self.train_data[-1]
         self.class_counts = torch.bincount(train_y, minlength=len(self.class_names)).tolist()
 

@@ -81,6 +81,18 @@ def test_token_ids_are_held_in_the_smallest_type_and_batches_are_int64(tmp_path)
         assert all(batch[0].dtype == torch.long for batch in loader)
 
 
+def test_document_frequency_counts_each_row_once_and_never_the_padding():
+    from datamodules.text import _document_frequency
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 30, size=(200, 12)).astype(np.int16)
+    ids[:, 8:] = 0  # padding
+    expected = np.zeros(40)
+    for row in ids:
+        expected[np.unique(row[row > 0])] += 1
+    assert np.array_equal(_document_frequency(ids, 40), expected)
+
+
 def test_bytes_that_are_not_utf8_are_replaced_and_counted(tmp_path):
     path = tmp_path / "latin.csv"
     rows = [("caf\xe9 great love", "positive"), ("awful late", "negative")] * 20
