@@ -46,6 +46,13 @@ def records_frame(inputs: Sequence[Any]) -> pd.DataFrame:
     return pd.DataFrame.from_records(list(inputs))
 
 
+def id_dtype(size: int) -> np.dtype:
+    """The smallest integer type that holds ids ``0 .. size - 1`` (a vocabulary's): 1 byte
+    up to 256 ids, 2 up to 32,768, else 4. Ids are stored in it and widened to int64 a
+    batch at a time."""
+    return np.dtype(np.uint8 if size <= 256 else np.int16 if size <= 2**15 else np.int32)
+
+
 def split_indices(
     n: int,
     val_fraction: float,

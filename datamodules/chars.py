@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from datamodules import _disk_rows
-from datamodules.base import BaseDataModule, split_indices
+from datamodules.base import BaseDataModule, id_dtype, split_indices
 from tasks.errors import ConfigError, DataError
 
 PAD, BOUNDARY, UNKNOWN = "\0", "\n", "\ufffd"
@@ -111,10 +111,9 @@ class CharDataModule(BaseDataModule):
             self._table, self._table_of = table, (vocab, dtype)
         return self._table
 
-    def id_dtype(self) -> Any:
+    def id_dtype(self) -> np.dtype:
         """The smallest integer type that holds every id of the vocabulary."""
-        size = len(self.vocab)
-        return np.uint8 if size <= 256 else np.int16 if size <= 2**15 else np.int32
+        return id_dtype(len(self.vocab))
 
     def _ngram_baselines(self, pairs: dict[str, Iterable[tuple[np.ndarray, np.ndarray]]]) -> None:
         """Add-``smoothing`` unigram and bigram models of the training (input, target)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from datamodules._table_prep import check_frame, read_table, require_columns
-from datamodules.base import BaseDataModule, CVRows, class_predictions
+from datamodules.base import BaseDataModule, CVRows, class_predictions, id_dtype
 from tasks.errors import ConfigError, DataError
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -307,8 +307,7 @@ class TextDataModule(BaseDataModule):
     def id_dtype(self) -> torch.dtype:
         """The smallest integer type that holds every token id: the splits are stored in
         it (a quarter of int64's memory) and batches widened to int64 one at a time."""
-        size = self.tokenizer.get_vocab_size()
-        return torch.uint8 if size <= 256 else torch.int16 if size <= 2**15 else torch.int32
+        return torch.from_numpy(np.empty(0, id_dtype(self.tokenizer.get_vocab_size()))).dtype
 
     @property
     def idf(self) -> Tensor:

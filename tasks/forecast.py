@@ -167,8 +167,7 @@ class RelativeForecaster(nn.Module):
         autoregression; it adds evidence where the validation period is short): few
         training windows (a short series) give a strong penalty, so the forecast stays near
         the better prior instead of fitting noise with ``lookback`` weights; many give the
-        plain least-squares fit. Without
-        them the penalty is :data:`RIDGE`, towards naive.
+        plain least-squares fit. Without them the penalty is :data:`RIDGE`, towards naive.
         """
 
         def summed(*tensors: Tensor) -> tuple[Tensor, ...]:
