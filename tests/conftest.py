@@ -347,3 +347,28 @@ def same_batches(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
         len(left) == len(right) and all(torch.equal(x, y) for x, y in zip(left, right))
         for left, right in zip(a, b)
     )
+
+
+def metrics_by_cache(preset: str, overrides: list[str], tmp_path: Path) -> list[dict]:
+    """Test metrics of the same tiny run (``debug=tiny``) of ``preset`` with
+    ``datamodule.cache=memory``, then ``disk`` (the cache under ``tmp_path/data``)."""
+    import warnings
+
+    from tasks.api import compose, run
+
+    metrics = []
+    for cache in ("memory", "disk"):
+        cfg = compose(
+            preset,
+            [
+                "debug=tiny",
+                f"output_dir={tmp_path / cache}",
+                f"datamodule.cache={cache}",
+                f"datamodule.data_dir={tmp_path / 'data'}",
+                *overrides,
+            ],
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            metrics.append(run(cfg)["metrics"])
+    return metrics

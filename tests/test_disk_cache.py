@@ -11,12 +11,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import loader_batches, same_batches, write_image_folder
+from conftest import loader_batches, metrics_by_cache, same_batches, write_image_folder
 
 import datamodules.image as image_module
 from datamodules._disk_rows import CacheWriter, DiskRows, read_cache, take
 from datamodules.image import ImageFolderDataModule, ImageWarning
-from tasks.api import compose, run
 from tasks.errors import ConfigError
 
 
@@ -162,32 +161,30 @@ def test_an_interrupted_cache_write_leaves_no_cache_to_trust(tmp_path, monkeypat
 
 def test_a_run_on_the_disk_cache_trains_as_the_in_memory_run(tmp_path):
     root = write_image_folder(tmp_path / "images", per_class=10)
-    metrics = []
-    for cache in ("memory", "disk"):
-        cfg = compose(
-            "image_folder",
-            [
-                "debug=tiny",
-                f"output_dir={tmp_path / cache}",
-                f"datamodule.path={root}",
-                f"+datamodule.cache={cache}",
-                f"datamodule.data_dir={tmp_path / 'data'}",
-            ],
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            metrics.append(run(cfg)["metrics"])
+    metrics = metrics_by_cache("image_folder", [f"datamodule.path={root}"], tmp_path)
     assert metrics[0] == metrics[1] and "test/acc" in metrics[0]
     assert list((tmp_path / "data" / "cache" / "images").iterdir())
 
 
-def test_an_unknown_cache_mode_ends_the_cli_with_one_line(tmp_path):
+def _text_file(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_text("a running text of some words, said again and again.\n" * 40)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("preset", "data"),
+    [
+        ("image_folder", lambda tmp_path: write_image_folder(tmp_path / "images")),
+        ("text_char_lm", _text_file),
+    ],
+)
+def test_an_unknown_cache_mode_ends_the_cli_with_one_line(tmp_path, preset, data):
     from conftest import run_cli
 
-    root = write_image_folder(tmp_path / "images")
     result = run_cli(
-        "+task=image_folder",
-        f"datamodule.path={root}",
+        f"+task={preset}",
+        f"datamodule.path={data(tmp_path)}",
         "datamodule.cache=ram",
         f"datamodule.data_dir={tmp_path / 'data'}",
         "debug=tiny",

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import gzip
 import os
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from conftest import loader_batches, same_batches
+from conftest import loader_batches, metrics_by_cache, same_batches
 
 import datamodules.chars as chars_module
 from datamodules._disk_rows import DiskRows
 from datamodules.chars import CharTextDataModule, read_text
-from tasks.api import compose, run
 from tasks.errors import ConfigError, DataError
 
 #: Several scripts, so that characters take 1 to 4 bytes in UTF-8, and a character the
@@ -162,21 +160,7 @@ def test_an_empty_or_too_short_text_is_refused_before_any_cache_is_written(tmp_p
 def test_a_run_on_the_text_cache_trains_as_the_in_memory_run(tmp_path):
     path = tmp_path / "book.txt"
     write_text(path, repeats=120)
-    metrics = []
-    for cache in ("memory", "disk"):
-        cfg = compose(
-            "text_char_lm",
-            [
-                "debug=tiny",
-                f"output_dir={tmp_path / cache}",
-                f"datamodule.path={path}",
-                f"datamodule.cache={cache}",
-                "datamodule.block_size=32",
-                f"datamodule.data_dir={tmp_path / 'data'}",
-            ],
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            metrics.append(run(cfg)["metrics"])
+    overrides = [f"datamodule.path={path}", "datamodule.block_size=32"]
+    metrics = metrics_by_cache("text_char_lm", overrides, tmp_path)
     assert metrics[0] == metrics[1] and "test/perplexity" in metrics[0]
     assert list((tmp_path / "data" / "cache" / "text").iterdir())
