@@ -326,10 +326,13 @@ class ResumeState(L.Callback):
         import torch
 
         kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state: dict[str, Any] = {  # plain types and tensors: checkpoints load weights_only
+        version, words, gauss = random.getstate()
+        # plain types and tensors (checkpoints load weights_only); the two 624-word states as
+        # tensors, not as 625 Python ints a checkpoint kept in memory would copy one by one
+        state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-            "python": random.getstate(),
+            "python": [version, torch.tensor(words, dtype=torch.int64), gauss],
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
@@ -345,7 +348,10 @@ class ResumeState(L.Callback):
         torch.set_rng_state(state["torch"])
         kind, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        random.setstate(state["python"])
+        version, words, gauss = state["python"]
+        if isinstance(words, torch.Tensor):  # a tuple of ints in checkpoints before 2026-12
+            words = tuple(words.tolist())
+        random.setstate((version, words, gauss))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 

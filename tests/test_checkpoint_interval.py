@@ -236,3 +236,35 @@ def test_sigterm_writes_the_checkpoints_kept_in_memory(tmp_path):
     assert Path(summary["last_checkpoint"]) == run_dir / "checkpoints" / "last.ckpt"
     assert 1 <= _epoch(run_dir / "checkpoints" / "last.ckpt") < 7
     assert Path(summary["best_checkpoint"]).is_file()
+
+
+def test_the_random_state_is_kept_as_tensors_and_restores_the_same_draws():
+    """A checkpoint kept in memory is copied at every epoch end: Python's random state goes
+    in as one tensor, not 625 ints to copy one by one; old checkpoints (a tuple) restore."""
+    import random
+
+    from tasks.callbacks import ResumeState, _copied
+
+    random.seed(7)
+    state = ResumeState().state_dict()
+    expected = [random.random() for _ in range(3)]
+    version, words, gauss = state["ranks"][0]["python"]
+    assert isinstance(words, torch.Tensor) and words.numel() == 625
+
+    def leaves(value):
+        if isinstance(value, dict):
+            return sum(leaves(v) for v in value.values())
+        if isinstance(value, (list, tuple)):
+            return sum(leaves(v) for v in value)
+        return 1
+
+    assert leaves(_copied(state)) < 20
+    for saved in (
+        state,
+        {"ranks": [{**state["ranks"][0], "python": (version, tuple(words.tolist()), gauss)}]},
+    ):  # this format, and the tuple of checkpoints before it
+        random.seed(0)
+        resumed = ResumeState()
+        resumed.load_state_dict(saved)
+        resumed.on_train_epoch_start(SimpleNamespace(train_dataloader=None, global_rank=0), None)
+        assert [random.random() for _ in range(3)] == expected
