@@ -7,8 +7,9 @@ machine drift:
 (a) the library: ``tasks.api.run`` on the preset with the settings users get (progress
     bar, CSV logger, checkpoints, early stopping, model summary), timed per epoch by a
     callback (an epoch includes its validation pass);
-(b) a hand-written loop over tensors in memory with a fresh ``randperm`` per epoch and
-    one validation pass per epoch (loss only);
+(b) a hand-written loop over tensors in memory with a fresh ``randperm`` per epoch,
+    training the network's objective (its loss plus its weight penalty, as the Keras side's
+    ``kernel_regularizer`` does) and one validation pass per epoch (loss only);
 (c) with ``--keras``: the same reference network written in Keras 3 on the torch backend,
     ``model.fit`` on the same arrays (``pip install "lightning-tasks[bench]"``).
 
@@ -277,7 +278,9 @@ def run_loop(case: Case, overrides: list[str], epochs: int) -> tuple[list[float]
             start = time.perf_counter()
             task.train()
             for rows in torch.randperm(n).split(batch_size):
-                loss = case.step(task, index(train, rows))
+                # the network's training objective: its weight penalty too (the spam net's
+                # L2, as Keras' kernel_regularizer adds it; 0 for the other cases)
+                loss = case.step(task, index(train, rows)) + task.penalty()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -75,7 +75,21 @@ class _TabularTask(BaseTask):
             return 0.0
         linears = self.model.mlp.linears
         chosen = linears[:1] if hp.penalty_layers == "first" else linears
-        return sum(hp.l1 * m.weight.abs().sum() + hp.l2 * m.weight.pow(2).sum() for m in chosen)
+        terms = [
+            coefficient * norm(m.weight)
+            for m in chosen
+            for coefficient, norm in ((hp.l1, _l1_norm), (hp.l2, _squared_norm))
+            if coefficient  # a zero coefficient costs nothing (no abs/pow in the backward)
+        ]
+        return sum(terms[1:], terms[0])
+
+
+def _l1_norm(weight: Tensor) -> Tensor:
+    return weight.abs().sum()
+
+
+def _squared_norm(weight: Tensor) -> Tensor:
+    return weight.pow(2).sum()
 
 
 class TabularClassification(ClassificationOutputs, _TabularTask):

@@ -142,6 +142,29 @@ def test_first_layer_l2_penalty_matches_keras_definition():
     assert TabularClassification(l2=0.0).penalty() == 0.0
 
 
+def _graph_ops(tensor):
+    seen, todo = set(), [tensor.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo.extend(next_fn for next_fn, _ in node.next_functions)
+    return {type(node).__name__ for node in seen}
+
+
+def test_a_zero_penalty_coefficient_adds_no_work_to_the_step():
+    """The spam reference net sets l2 only: its penalty takes no abs() (nor its backward)."""
+    task = TabularClassification(num_features=3, hidden_sizes=[4, 2], l2=0.1, l1=0.0)
+    ops = _graph_ops(task.penalty())
+    assert not any(op.startswith("Abs") for op in ops) and any(op.startswith("Pow") for op in ops)
+    both = TabularClassification(num_features=3, hidden_sizes=[4, 2], l1=0.01, l2=0.1)
+    weights = [m.weight for m in both.model.mlp.linears]
+    expected = sum(0.01 * w.abs().sum() + 0.1 * w.pow(2).sum() for w in weights)
+    torch.testing.assert_close(both.penalty(), expected)
+    only_l1 = TabularClassification(num_features=3, hidden_sizes=[2], l1=0.01, l2=0.0)
+    assert not any(op.startswith("Pow") for op in _graph_ops(only_l1.penalty()))
+
+
 def test_multiclass_metrics_and_confusion(tmp_path):
     task = TabularClassification(num_features=4, num_classes=3)
     assert set(task.test_metrics.keys()) == {
