@@ -195,7 +195,12 @@ CASES = {
     "curves_conv1d": Case(
         "curves_conv1d",
         "curves_conv1d",
-        ["trainer.max_epochs={epochs}"],
+        # the preset's augmentation off: the loop trains on the curves as they are
+        [
+            "trainer.max_epochs={epochs}",
+            "task.augment.reverse=false",
+            "task.augment.negate=false",
+        ],
         tuple_step,
         notes="reference Conv1D stack, batch 32",
     ),

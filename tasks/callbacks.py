@@ -379,15 +379,19 @@ class ResumeState(L.Callback):
             )
 
 
+#: Leaves a checkpoint holds by value: nothing to copy or count.
+_ATOMS = frozenset({int, float, bool, str, bytes, type(None)})
+
+
 def _tensor_bytes(value: Any) -> int:
     """Bytes of the tensors in a checkpoint (nested dicts, lists and tuples)."""
     if isinstance(value, Tensor):
         return value.numel() * value.element_size()
     if isinstance(value, dict):
-        return sum(_tensor_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in value)
-    return 0
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return 0
+    return sum(_tensor_bytes(v) for v in value if type(v) not in _ATOMS)
 
 
 def _copied(value: Any) -> Any:
@@ -398,12 +402,13 @@ def _copied(value: Any) -> Any:
     if isinstance(value, dict):
         copied = copy.copy(value)  # the same type (OrderedDict, AttributeDict, ...)
         for key, item in value.items():
-            copied[key] = _copied(item)
+            if type(item) not in _ATOMS:
+                copied[key] = _copied(item)
         return copied
     if isinstance(value, list):
-        return [_copied(v) for v in value]
+        return [v if type(v) in _ATOMS else _copied(v) for v in value]
     if isinstance(value, tuple):
-        items = [_copied(v) for v in value]
+        items = [v if type(v) in _ATOMS else _copied(v) for v in value]
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     return value
 
@@ -440,7 +445,7 @@ class TimedModelCheckpoint(ModelCheckpoint):
     def __init__(
         self,
         write_interval: float = 60.0,
-        max_overhead: float = 0.05,
+        max_overhead: float = 0.01,
         memory_limit_mb: float = 200.0,
         **kwargs: Any,
     ) -> None:
@@ -459,7 +464,7 @@ class TimedModelCheckpoint(ModelCheckpoint):
         if not 0 <= max_overhead < 1:
             raise ConfigError(
                 f"callbacks.model_checkpoint.max_overhead={max_overhead}: a fraction of the "
-                "training time from 0 (write on the clock only) to below 1, e.g. 0.05"
+                "training time from 0 (write on the clock only) to below 1, e.g. 0.01"
             )
         super().__init__(**kwargs)
         self.write_interval = float(write_interval)
@@ -530,15 +535,22 @@ class TimedModelCheckpoint(ModelCheckpoint):
         """Keep the checkpoint Lightning writes here in memory (or write it, see the class
         docstring); ``last.ckpt`` also writes what is kept when a write is due."""
         last = self._saving_last
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
-        if self._may_hold(trainer) and _tensor_bytes(checkpoint) <= self.memory_limit_mb * 2**20:
+        checkpoint = self._same_state(trainer) if last else None
+        if checkpoint is None:
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        due = (last or not self.save_last) and self._due(trainer)
+        if self._may_hold(trainer):
             self._pending.pop(filepath, None)  # re-inserted: last.ckpt after best.ckpt
-            self._pending[filepath] = _copied(checkpoint)
-            if (last or not self.save_last) and self._due(trainer):
+            if due:  # written now: no copy to keep
+                self._pending[filepath] = checkpoint
                 self._flush(trainer)
-        elif not last or self._due(trainer):
-            # too large to copy (or held by several processes): written now, as Lightning
-            # does; best.ckpt whenever the score improves
+            elif _tensor_bytes(checkpoint) <= self.memory_limit_mb * 2**20:
+                self._pending[filepath] = _copied(checkpoint)
+            elif not last:  # too large to keep: best.ckpt written whenever it improves
+                self._write(trainer, filepath, checkpoint)
+        elif not last or due:
+            # held by several processes (sharded): written now, as Lightning does;
+            # best.ckpt whenever the score improves
             started = time.perf_counter()
             self._write(trainer, filepath, checkpoint)
             trainer.strategy.barrier("TimedModelCheckpoint._save_checkpoint")
@@ -546,6 +558,23 @@ class TimedModelCheckpoint(ModelCheckpoint):
                 self._wrote(time.perf_counter() - started)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
+
+    def _same_state(self, trainer: L.Trainer) -> dict[str, Any] | None:
+        """``last.ckpt`` from the ``best.ckpt`` kept at this same step, when there is one
+        (Lightning takes them one after the other at an epoch that improves): the same
+        state, so it is not dumped and copied a second time; only this callback's own
+        state differs (``last_model_path``)."""
+        best = self._pending.get(self._last_checkpoint_saved or "")
+        if (
+            best is None
+            or self._last_global_step_saved != trainer.global_step
+            or best.get("epoch") != trainer.current_epoch
+            or "callbacks" not in best
+        ):
+            return None
+        callbacks = dict(best["callbacks"])
+        callbacks[self.state_key] = _copied(self.state_dict())
+        return {**best, "callbacks": callbacks}
 
     @staticmethod
     def _may_hold(trainer: L.Trainer) -> bool:

@@ -141,6 +141,79 @@ def test_runs_checkpointed_by_lightnings_callback_resume_into_this_one():
     assert ours.state_key == theirs.state_key
 
 
+def _checkpoint_run(folder: Path, *overrides: str) -> None:
+    run(
+        compose(
+            "iris_mlp",
+            [
+                "trainer.max_epochs=4",
+                "task.lr=0.01",  # small: the score improves at every epoch, the last is the best
+                "callbacks.early_stopping=null",
+                *QUIET,
+                *overrides,
+                f"output_dir={folder}",
+            ],
+        )
+    )
+
+
+def _same(ours: object, theirs: object, where: str, folders: tuple[str, str]) -> None:
+    """Equal checkpoint contents, paths inside the two run folders counted as equal."""
+    if isinstance(theirs, dict):
+        assert isinstance(ours, dict), where
+        ours = {k.replace(*folders) if isinstance(k, str) else k: v for k, v in ours.items()}
+        assert set(ours) == set(theirs), where
+        for key in theirs:
+            _same(ours[key], theirs[key], f"{where}/{key}", folders)
+    elif isinstance(theirs, (list, tuple)):
+        assert len(ours) == len(theirs), where
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            _same(a, b, f"{where}[{i}]", folders)
+    elif isinstance(theirs, torch.Tensor):
+        assert torch.equal(ours, theirs), where
+    elif isinstance(theirs, str):
+        assert ours.replace(*folders) == theirs, where
+    else:
+        assert ours == theirs, where
+
+
+@pytest.mark.parametrize("writing", ["on the clock", "at every epoch"])
+def test_checkpoints_hold_what_lightnings_callback_writes(tmp_path, monkeypatch, writing):
+    """The same best.ckpt and last.ckpt as Lightning's ModelCheckpoint, whether kept in
+    memory until the end or written at once; at an epoch that improves, last.ckpt is taken
+    from best.ckpt's state (one gathering of the state per epoch, not two)."""
+    _checkpoint_run(
+        tmp_path / "theirs",
+        "callbacks.model_checkpoint._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        "~callbacks.model_checkpoint.write_interval",
+        "~callbacks.model_checkpoint.max_overhead",
+        "~callbacks.model_checkpoint.memory_limit_mb",
+    )
+    from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
+
+    dumps: list[int] = []
+    dump = _CheckpointConnector.dump_checkpoint
+
+    def counted(self, *args, **kwargs):
+        dumps.append(self.trainer.current_epoch)
+        return dump(self, *args, **kwargs)
+
+    monkeypatch.setattr(_CheckpointConnector, "dump_checkpoint", counted)
+    clock = (
+        CLOCK_ONLY if writing == "on the clock" else ["callbacks.model_checkpoint.write_interval=0"]
+    )
+    _checkpoint_run(tmp_path / "ours", *clock)
+    assert dumps == [0, 1, 2, 3]  # every epoch improves: best and last from one state
+    folders = (str(tmp_path / "ours"), str(tmp_path / "theirs"))
+    for name in ("best.ckpt", "last.ckpt"):
+        ours, theirs = (
+            torch.load(tmp_path / side / "checkpoints" / name, weights_only=True)
+            for side in ("ours", "theirs")
+        )
+        assert theirs["epoch"] == 3
+        _same(ours, theirs, name, folders)
+
+
 # -- killed and stopped runs (subprocesses) ----------------------------------------------
 RUN = [
     sys.executable,
