@@ -4,7 +4,8 @@ fitted on the training split."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +72,76 @@ def build_tokenizer(kind: str, vocab_size: int, lowercase: bool) -> Any:
     return tokenizer, trainer
 
 
+#: Characters tokenised at a time: a ``tokenizers`` Encoding takes about 150 bytes a token
+#: (measured: 620 MB for the 4.4M tokens of 190k tweets), the ids kept of it 1-4 bytes, so a
+#: whole table encoded at once needs far more memory than its padded ids; a chunk of about
+#: a million characters (~250k tokens of English) holds that to some 40 MB.
+ENCODE_CHARS = 1 << 20
+
+#: Rows of padded ids counted at a time for the document frequency (its sort and masks are
+#: several times the ids' own size).
+COUNT_CHUNK = 65536
+
+
 def _document_frequency(ids: np.ndarray, vocab: int) -> np.ndarray:
     """How many rows of ``ids`` hold each token id (padding, 0, not counted): each row
-    sorted, the first of each run of equal ids counted, with no loop over the rows."""
-    ordered = np.sort(ids, axis=1)
-    first = np.ones(ordered.shape, dtype=bool)
-    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    tokens = ordered[first & (ordered > 0)].astype(np.int64)
-    return np.bincount(tokens, minlength=vocab).astype(np.float64)
+    sorted, the first of each run of equal ids counted, with no loop over the rows (a block
+    of rows at a time)."""
+    counts = np.zeros(vocab, dtype=np.int64)
+    for start in range(0, len(ids), COUNT_CHUNK):
+        ordered = np.sort(ids[start : start + COUNT_CHUNK], axis=1)
+        first = np.ones(ordered.shape, dtype=bool)
+        first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        counts += np.bincount(ordered[first & (ordered > 0)], minlength=vocab)
+    return counts.astype(np.float64)
+
+
+def text_chunks(texts: list[str]) -> Iterator[list[str]]:
+    """``texts`` in consecutive chunks of at most :data:`ENCODE_CHARS` characters (a longer
+    text is a chunk of its own)."""
+    ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
+    start = 0
+    while start < len(texts):
+        done = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, done + ENCODE_CHARS, side="right")))
+        yield texts[start:stop]
+        start = stop
+
+
+def token_runs(tokenizer: Any, texts: list[str], dtype: Any) -> Iterator[tuple[np.ndarray, ...]]:
+    """``(ids, lengths)`` of ``texts``, a :func:`text_chunks` chunk at a time: the ids of
+    the chunk's texts one after the other as ``dtype``, and each text's number of them (an
+    empty text is one unknown token, 1)."""
+    for chunk in text_chunks(texts):
+        rows = [e.ids or [1] for e in tokenizer.encode_batch(chunk)]
+        lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+        ids = np.fromiter(chain.from_iterable(rows), dtype, int(lengths.sum()))
+        yield ids, lengths
+
+
+def pad_runs(
+    runs: Iterable[tuple[np.ndarray, np.ndarray]],
+    rows: int,
+    max_length: int,
+    head: bool,
+    dtype: Any,
+) -> tuple[Tensor, Tensor]:
+    """Token ids ``(rows, max_length)`` padded with 0 and the kept lengths ``(rows,)`` from
+    :func:`token_runs`' chunks: each text cut to its first (``head``) or last
+    ``max_length`` ids, without a loop over the texts."""
+    out = np.zeros((rows, max_length), dtype=dtype)
+    kept_all = np.ones(rows, dtype=np.int64)
+    row = 0
+    for ids, lengths in runs:
+        kept = np.minimum(lengths, max_length)
+        ends = np.cumsum(lengths)
+        first = ends - lengths if head else ends - kept  # where each text's kept ids start
+        text = np.repeat(np.arange(len(lengths)), kept)
+        column = np.arange(int(kept.sum())) - np.repeat(np.cumsum(kept) - kept, kept)
+        out[row + text, column] = ids[np.repeat(first, kept) + column]
+        kept_all[row : row + len(lengths)] = kept
+        row += len(lengths)
+    return torch.from_numpy(out), torch.from_numpy(kept_all)
 
 
 class TextDataModule(BaseDataModule):
@@ -261,15 +324,17 @@ class TextDataModule(BaseDataModule):
         tokenizer.train_from_iterator(texts, trainer=trainer)
         if tokenizer.token_to_id(PAD) != 0 or tokenizer.token_to_id(UNK) != 1:
             raise RuntimeError("tokenizers did not put [PAD], [UNK] first")
-        encodings = tokenizer.encode_batch(texts)
-        lengths = np.array([len(e.ids) for e in encodings])
+        dtype = id_dtype(tokenizer.get_vocab_size())
+        runs = list(token_runs(tokenizer, texts, dtype))  # 1-4 bytes a token, not ~150
+        lengths = np.concatenate([run[1] for run in runs])
         max_length = hp.max_length or max(
             1, int(math.ceil(np.percentile(lengths, hp.length_percentile)))
         )
         classes = sorted(train.label.unique().tolist())
         self._tokenizer = tokenizer
         self.fitted_state = {"tokenizer": tokenizer.to_str(), "max_length": max_length}
-        ids, kept = self._pad(encodings, max_length, self.id_dtype())
+        ids, kept = pad_runs(runs, len(texts), max_length, hp.truncate == "head", dtype)
+        del runs
         df = _document_frequency(ids.numpy(), tokenizer.get_vocab_size())
         idf = np.log((1 + len(ids)) / (1 + df)) + 1  # smoothed, as scikit-learn's
         self.fitted_state.update(classes=classes, idf=idf.tolist())
@@ -281,28 +346,14 @@ class TextDataModule(BaseDataModule):
         )
         return ids, kept
 
-    def _pad(
-        self, encodings: list[Any], max_length: int, dtype: torch.dtype
-    ) -> tuple[Tensor, Tensor]:
-        """Token ids ``(N, max_length)`` as ``dtype``, padded with 0 and cut at the
-        ``truncate`` end, and the lengths ``(N,)``, of tokenizer encodings."""
-        ids = np.zeros(
-            (len(encodings), max_length), dtype=torch.empty(0, dtype=dtype).numpy().dtype
-        )
-        lengths = np.ones(len(encodings), dtype=np.int64)
-        head = self.hparams.truncate == "head"
-        for i, encoding in enumerate(encodings):
-            row = encoding.ids or [1]  # an empty text (empty=keep) is one unknown token
-            row = row[:max_length] if head else row[-max_length:]
-            ids[i, : len(row)] = row
-            lengths[i] = len(row)
-        return torch.from_numpy(ids), torch.from_numpy(lengths)
-
     def encode(self, texts: list[str], dtype: torch.dtype = torch.long) -> tuple[Tensor, Tensor]:
-        """Token ids ``(N, max_length)`` padded with 0, and the lengths ``(N,)``; the ids as
-        ``dtype`` (:meth:`id_dtype` holds them in 2 bytes a token up to 32,767 tokens)."""
-        encodings = self.tokenizer.encode_batch(texts)
-        return self._pad(encodings, self.fitted_state["max_length"], dtype)
+        """Token ids ``(N, max_length)`` padded with 0 and cut at the ``truncate`` end, and
+        the lengths ``(N,)``; the ids as ``dtype`` (:meth:`id_dtype` holds them in 2 bytes a
+        token up to 32,767 tokens). Encoded a :func:`text_chunks` chunk at a time."""
+        numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        runs = token_runs(self.tokenizer, texts, numpy_dtype)
+        head = self.hparams.truncate == "head"
+        return pad_runs(runs, len(texts), self.fitted_state["max_length"], head, numpy_dtype)
 
     def id_dtype(self) -> torch.dtype:
         """The smallest integer type that holds every token id: the splits are stored in

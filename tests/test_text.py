@@ -81,9 +81,43 @@ def test_token_ids_are_held_in_the_smallest_type_and_batches_are_int64(tmp_path)
         assert all(batch[0].dtype == torch.long for batch in loader)
 
 
-def test_document_frequency_counts_each_row_once_and_never_the_padding():
+@pytest.mark.parametrize("truncate", ["head", "tail"])
+def test_texts_are_tokenised_a_chunk_at_a_time_into_the_ids_of_each_text(
+    tmp_path, monkeypatch, truncate
+):
+    """A table is never encoded whole (tokenizers' encodings take ~150 bytes a token): a
+    chunk of texts at a time, padded without a loop, with the ids each text has alone."""
+    import datamodules.text as text_module
+
+    monkeypatch.setattr(text_module, "ENCODE_CHARS", 300)
+    frame = make_texts(120)
+    frame.loc[::9, "text"] = frame.loc[::9, "text"] + " and" * 30  # longer than max_length
+    frame.loc[7, "text"] = "word " * 100  # longer than a chunk: a chunk of its own
+    frame.loc[5, "text"] = "   "  # empty once stripped: one unknown token
+    dm = texts_module(tmp_path, frame, seed=0, truncate=truncate, empty="keep")
+    dm.setup("fit")
+    chunks = list(text_module.text_chunks(dm.texts["train"]))
+    assert [text for chunk in chunks for text in chunk] == dm.texts["train"]
+    assert len(chunks) > 3
+    for chunk in chunks:
+        assert len(chunk) == 1 or sum(map(len, chunk)) <= 300
+    max_length = dm.fitted_state["max_length"]
+    for split in ("train", "val", "test"):
+        ids, lengths, _ = getattr(dm, f"{split}_data")
+        for row, text in enumerate(dm.texts[split]):
+            expected = dm.tokenizer.encode(text).ids or [1]
+            expected = expected[:max_length] if truncate == "head" else expected[-max_length:]
+            assert lengths[row] == len(expected)
+            assert ids[row, : len(expected)].tolist() == expected
+            assert not ids[row, len(expected) :].any()
+    assert any(len(dm.tokenizer.encode(t).ids) > max_length for t in dm.texts["train"])
+
+
+def test_document_frequency_counts_each_row_once_and_never_the_padding(monkeypatch):
+    import datamodules.text as text_module
     from datamodules.text import _document_frequency
 
+    monkeypatch.setattr(text_module, "COUNT_CHUNK", 64)  # a block of rows at a time
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 30, size=(200, 12)).astype(np.int16)
     ids[:, 8:] = 0  # padding

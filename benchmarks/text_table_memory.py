@@ -1,0 +1,130 @@
+"""Peak memory of setting up a text table: tokenised a chunk at a time against all at once.
+
+``tokenizers`` returns one Encoding object per text, about 150 bytes a token (ids, type ids,
+token strings, offsets, masks); the padded ids the datamodule keeps take 1-4 bytes a token.
+Encoding a whole table in one call (what ``TextDataModule`` did before 2026-12-01) needs
+the Encodings of every text at once: for a few million reviews, more memory than the
+machine has. Chunks of ``datamodules.text.ENCODE_CHARS`` characters bound it.
+
+The script writes a table of ``--docs`` documents (each ``--tweets-per-doc`` tweets of the
+shared sentiment file joined, so documents are review-length), then sets up
+``TextDataModule`` on it twice, each in a fresh process so that its peak memory is its own:
+``whole`` (one chunk as large as the table: the behaviour before) and ``chunked`` (the
+default). Printed: the growth of the peak resident memory during ``setup("fit")`` (over the
+peak of reading the table once before it), its
+seconds, and a checksum of the training ids (the two must hold the same tensors).
+
+    python benchmarks/text_table_memory.py --docs 40000 --tweets-per-doc 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TWEETS = ROOT.parent / "shared" / "data" / "tweets_sentiment.csv"
+RESULT = "RESULT "
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(mode: str, path: str) -> None:
+    import torch
+
+    import datamodules.text as text
+
+    if mode == "whole":
+        text.ENCODE_CHARS = text.COUNT_CHUNK = 1 << 62
+    datamodule = text.TextDataModule(path=path, seed=0)
+    datamodule._sources()  # read once first: the peak below is what setting up adds to reading
+    before = peak_rss_mb()
+    started = time.perf_counter()
+    datamodule.setup("fit")
+    seconds = time.perf_counter() - started
+    ids, lengths, _ = datamodule.train_data
+    result = {
+        "mode": mode,
+        "seconds": seconds,
+        "peak_growth_mb": peak_rss_mb() - before,
+        "ids_mb": ids.numel() * ids.element_size() / 2**20,
+        "tokens": int(lengths.sum()),
+        "checksum": int((ids.long() * torch.arange(1, ids.shape[1] + 1)).sum()),
+    }
+    print(RESULT + json.dumps(result), flush=True)
+
+
+def write_table(folder: Path, docs: int, per_doc: int) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    tweets = pd.read_csv(TWEETS)
+    text_column = "text" if "text" in tweets else tweets.columns[0]
+    label_column = "label" if "label" in tweets else tweets.columns[-1]
+    rng = np.random.default_rng(0)
+    labels = tweets[label_column].unique()
+    by_label = {
+        label: tweets[tweets[label_column] == label][text_column].astype(str).to_numpy()
+        for label in labels
+    }
+    rows = []
+    for i in range(docs):
+        label = labels[i % len(labels)]
+        pool = by_label[label]
+        rows.append((" ".join(pool[rng.integers(0, len(pool), per_doc)]), label))
+    path = folder / "documents.csv"
+    # every field quoted: pandas leaves a carriage return (some tweets hold one) unquoted
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False, quoting=csv.QUOTE_ALL)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=40000)
+    parser.add_argument("--tweets-per-doc", type=int, default=10)
+    parser.add_argument("--child", choices=("whole", "chunked"))
+    parser.add_argument("--path")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.path)
+        return
+    with tempfile.TemporaryDirectory() as work:
+        path = write_table(Path(work), args.docs, args.tweets_per_doc)
+        results = {}
+        for mode in ("whole", "chunked"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", mode, "--path", str(path)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            line = next(x for x in out.splitlines() if x.startswith(RESULT))
+            results[mode] = json.loads(line[len(RESULT) :])
+    whole, chunked = results["whole"], results["chunked"]
+    print(
+        f"{args.docs:,} documents, {chunked['tokens']:,} training tokens, "
+        f"padded training ids {chunked['ids_mb']:.0f} MB"
+    )
+    print("| tokenised | setup s | peak memory growth MB |")
+    print("|---|---|---|")
+    for name, r in (("whole table at once (before)", whole), ("chunks (now)", chunked)):
+        print(f"| {name} | {r['seconds']:.2f} | {r['peak_growth_mb']:.0f} |")
+    print(
+        f"memory chunked/whole {chunked['peak_growth_mb'] / whole['peak_growth_mb']:.2f}, "
+        f"time chunked/whole {chunked['seconds'] / whole['seconds']:.2f}, "
+        f"same training ids: {whole['checksum'] == chunked['checksum']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
