@@ -1236,12 +1236,22 @@ def _inspect_texts(ctx: _Context) -> None:
     with ctx.check("vocabulary coverage"):
         evaluated = texts.get("test") or texts.get("val") or []
         if evaluated:
-            encoded = dm.tokenizer.encode_batch(evaluated[:20_000])
-            ids = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encoded] or [[]])
-            unknown = float((ids == 1).mean()) if len(ids) else 0.0
+            # tokenised a chunk at a time, as the datamodule does (a tokenizers Encoding
+            # takes ~150 bytes a token), and the words counted without a list of them all
+            from datamodules.text import token_runs
+
+            unknown_ids = total_ids = 0
+            for ids, _ in token_runs(dm.tokenizer, evaluated[:20_000], np.int64):
+                unknown_ids += int((ids == 1).sum())
+                total_ids += len(ids)
+            unknown = unknown_ids / total_ids if total_ids else 0.0
             words = {w for t in texts["train"] for w in t.lower().split()}
-            test_words = [w for t in evaluated[:20_000] for w in t.lower().split()]
-            new = sum(w not in words for w in test_words) / max(1, len(test_words))
+            new_words = total_words = 0
+            for text in evaluated[:20_000]:
+                for word in text.lower().split():
+                    new_words += word not in words
+                    total_words += 1
+            new = new_words / max(1, total_words)
             vocab = dm.tokenizer.get_vocab_size()
             report.facts["vocabulary"] = {
                 "size": vocab,

@@ -21,6 +21,7 @@ from conftest import (
 
 from tasks.api import compose
 from tasks.doctor import Report, diagnose, diagnose_datamodule, main, write
+from tasks.engine.runner import build_datamodule
 
 #: the kinds of finding that name a problem (clean data must show none of them)
 PROBLEMS = {
@@ -272,13 +273,33 @@ def test_doctor_finds_the_problems_planted_in_texts(tmp_path):
     assert report.facts["vocabulary"]["unknown_token_share"] == 0.0
 
 
-def test_a_vocabulary_too_small_for_the_test_texts_is_a_warning(tmp_path):
+def test_a_vocabulary_too_small_for_the_test_texts_is_a_warning(tmp_path, monkeypatch):
+    import datamodules.text as text_module
+
     make_texts(240).to_csv(tmp_path / "texts.csv", index=False)
     overrides = [f"datamodule.path={tmp_path}/texts.csv", "datamodule.vocab_size=6"]
-    report = diagnose(compose("sentiment_gru", overrides))
+    # the share comes from the tokenizer a chunk of texts at a time, as the datamodule's ids
+    monkeypatch.setattr(text_module, "ENCODE_CHARS", 200)
+    calls: list[list[str]] = []
+    runs = text_module.token_runs
+
+    def counted(tokenizer, texts, dtype):
+        calls.append(list(texts))
+        yield from runs(tokenizer, texts, dtype)
+
+    monkeypatch.setattr(text_module, "token_runs", counted)
+    cfg = compose("sentiment_gru", overrides)
+    report = diagnose(cfg)
     (coverage,) = _found(report, "vocab_coverage", "(6 tokens, the cap)")
     assert coverage.option == "datamodule.vocab_size"
-    assert report.facts["vocabulary"]["unknown_token_share"] > 0.5
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    ids = [i for text in datamodule.texts["test"] for i in datamodule.tokenizer.encode(text).ids]
+    share = report.facts["vocabulary"]["unknown_token_share"]
+    assert share == round(ids.count(1) / len(ids), 4) and share > 0.5
+    # the test texts were tokenised by the doctor's setup, by its coverage check and by the
+    # setup above: the check too went through the chunks
+    assert calls.count(datamodule.texts["test"]) == 3
 
 
 def test_doctor_reports_no_problem_in_clean_texts(tmp_path):
