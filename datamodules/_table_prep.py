@@ -106,7 +106,11 @@ def read_table(
     except LookupError as exc:  # an encoding Python does not know
         raise ConfigError(f"{encoding_option or option}: {exc}") from exc
     except pd.errors.ParserError as exc:
-        raise DataError(f"{option}: {str(file)!r} is not a readable table: {exc}") from exc
+        hint = line_break_hint(file)
+        raise DataError(
+            f"{option}: {str(file)!r} is not a readable table: {str(exc).strip()}"
+            + (f"; {hint}" if hint else "")
+        ) from exc
     check_frame(frame, f"{option} {str(file)!r}")
     # where the rows came from, so that messages can name them as the user counts them
     frame.attrs[SOURCE] = str(file)
@@ -217,23 +221,48 @@ def _decode_error(
     )
 
 
-def _first_bad_byte(file: Path, encoding: str, limit: int = 1 << 28) -> str:
-    """``byte 0xe9 at line 2`` for the first byte of ``file`` that ``encoding`` rejects
-    (plain and gzip/bz2/xz files up to ``limit`` bytes), else ``""``."""
+def _head(file: Path, limit: int) -> bytes | None:
+    """The first ``limit`` bytes of a plain, gzip, bz2 or xz file (uncompressed), or None
+    for an archive or a file that cannot be read."""
     suffix = file.suffix.lower()
     if suffix in (".zip", ".zst", ".tar", ".tgz", ".tbz", ".txz"):
-        return ""  # not worth unpacking for a line number
+        return None  # not worth unpacking for a line number
     opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
     try:
         with opener(file, "rb") as handle:
-            data = handle.read(limit)
-        data.decode(encoding)
+            return handle.read(limit)
+    except (OSError, EOFError, lzma.LZMAError):
+        return None
+
+
+def _first_bad_byte(file: Path, encoding: str, limit: int = 1 << 28) -> str:
+    """``byte 0xe9 at line 2`` for the first byte of ``file`` that ``encoding`` rejects
+    (plain and gzip/bz2/xz files up to ``limit`` bytes), else ``""``."""
+    data = _head(file, limit)
+    try:
+        if data is not None:
+            data.decode(encoding)
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         return f"byte 0x{data[exc.start]:02x} at line {line}"
-    except (OSError, EOFError, lzma.LZMAError):
-        return ""
     return ""
+
+
+def line_break_hint(file: str | Path, limit: int = 1 << 28) -> str:
+    """Why the rows of a CSV/TSV file may have come apart, or ``""``: a carriage return
+    that ends no line (``\\r`` not before ``\\n``) inside a text field. pandas' ``to_csv``
+    writes such a field unquoted (it quotes only fields with ``\\n``), and readers then
+    break the row there."""
+    data = _head(Path(file), limit) or b""
+    found = re.search(rb"\r(?!\n)", data)
+    if found is None or found.end() == len(data) or b"\n" not in data:  # \r-only endings
+        return ""
+    line = data.count(b"\n", 0, found.start()) + 1
+    return (
+        f"line {line} holds a carriage return (\\r) that ends no line: if it is inside a "
+        "text field, that field must be quoted (pandas' to_csv leaves \\r unquoted: write "
+        "the file with quoting=csv.QUOTE_ALL, or replace the \\r)"
+    )
 
 
 def _row(data: pd.DataFrame | pd.Series, label: Any) -> tuple[str, str]:

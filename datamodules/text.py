@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from datamodules._table_prep import check_frame, read_table, require_columns
+from datamodules._table_prep import check_frame, line_break_hint, read_table, require_columns
 from datamodules.base import BaseDataModule, CVRows, class_predictions, id_dtype
 from tasks.errors import ConfigError, DataError
 
@@ -259,9 +259,10 @@ class TextDataModule(BaseDataModule):
             labels = frame[label_col]
             if labels.isna().any():
                 rows = np.flatnonzero(labels.isna().to_numpy())
+                hint = line_break_hint(source) if isinstance(source, str) else ""
                 raise DataError(
                     f"{where}: {len(rows)} rows have no label (rows {rows[:5].tolist()}); "
-                    "drop them or give them a class"
+                    + (hint or "drop them or give them a class")
                 )
             out["label"] = labels.astype(str).str.strip().to_numpy()
             if hp.split_column is not None:

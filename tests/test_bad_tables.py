@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import make_table, run_on_file
 
-from datamodules._table_prep import DataWarning, read_table
+from datamodules._table_prep import DataWarning, line_break_hint, read_table
 from datamodules.tabular import TabularDataModule
 from tasks.api import compose, run
 from tasks.errors import ConfigError, DataError
@@ -95,6 +95,20 @@ def test_bad_table_ends_the_cli_with_one_line(tmp_path, write, overrides, messag
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+
+
+def test_a_row_torn_by_a_carriage_return_names_the_line_and_the_quoting(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_bytes(b"note,a,label\nfine,1,x\ntorn\rin two,2,y,extra\nok,3,x\n")
+    with pytest.raises(DataError) as error:
+        read_table(path, "datamodule.path")
+    assert "is not a readable table" in str(error.value)
+    assert "line 3 holds a carriage return (\\r) that ends no line" in str(error.value)
+    assert "quoting=csv.QUOTE_ALL" in str(error.value)
+    # line endings are not hints: \r\n (Windows) and \r alone (old Macs)
+    for ending in (b"\r\n", b"\r"):
+        path.write_bytes(ending.join([b"note,a", b"x,1", b"y,2,3"]) + ending)
+        assert line_break_hint(path) == ""
 
 
 # -- 1. infinite values -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_corpus, make_texts, write_imdb_archive, write_texts_csv
+from conftest import make_corpus, make_texts, run_cli, write_imdb_archive, write_texts_csv
 
 from datamodules.base import split_indices
 from datamodules.chars import CharItemsDataModule, CharTextDataModule
@@ -507,6 +508,25 @@ def test_running_text_samples_are_separated_in_the_file(tmp_path):
         *summary["baseline"],
         *summary["metrics"],
     }
+
+
+def test_a_text_table_torn_by_a_carriage_return_says_how_to_write_it(tmp_path):
+    """pandas' to_csv leaves a text holding a bare \\r unquoted (tweets do hold one): the
+    row comes apart when read, and the one-line error names the line and the fix."""
+    frame = make_texts(60)
+    frame.loc[3, "text"] = "first half\rsecond half"
+    path = tmp_path / "texts.csv"
+    frame.to_csv(path, index=False)
+    result = run_cli("+task=sentiment_gru", f"datamodule.path={path}", "debug=tiny", cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "rows have no label" in errors[0]
+    assert "line 5 holds a carriage return (\\r) that ends no line" in errors[0]
+    assert "quoting=csv.QUOTE_ALL" in errors[0]
+    frame.to_csv(path, index=False, quoting=csv.QUOTE_ALL)  # the fix it names
+    dm = TextDataModule(path=str(path), seed=0)
+    dm.setup("fit")
+    assert "first half\rsecond half" in [*dm.texts["train"], *dm.texts["val"], *dm.texts["test"]]
 
 
 def test_bad_text_data_is_named(tmp_path):
