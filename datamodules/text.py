@@ -14,7 +14,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from datamodules._table_prep import check_frame, line_break_hint, read_table, require_columns
+from datamodules._table_prep import (
+    check_frame,
+    line_break_hint,
+    read_table,
+    require_columns,
+    rows_text,
+)
 from datamodules.base import BaseDataModule, CVRows, class_predictions, id_dtype
 from tasks.errors import ConfigError, DataError
 
@@ -255,14 +261,15 @@ class TextDataModule(BaseDataModule):
         require_columns(frame, needed, where)
         texts = frame[text_col].astype(object).where(frame[text_col].notna(), "").astype(str)
         out = pd.DataFrame({"text": texts.to_numpy()})
+        out.attrs.update(frame.attrs)  # the file and its first line: rows named as lines
         if labelled:
             labels = frame[label_col]
             if labels.isna().any():
-                rows = np.flatnonzero(labels.isna().to_numpy())
+                missing = labels.isna().to_numpy()
                 hint = line_break_hint(source) if isinstance(source, str) else ""
                 raise DataError(
-                    f"{where}: {len(rows)} rows have no label (rows {rows[:5].tolist()}); "
-                    + (hint or "drop them or give them a class")
+                    f"{where}: {int(missing.sum())} rows have no label "
+                    f"({rows_text(frame, missing)}); " + (hint or "drop them or give them a class")
                 )
             out["label"] = labels.astype(str).str.strip().to_numpy()
             if hp.split_column is not None:
@@ -295,8 +302,8 @@ class TextDataModule(BaseDataModule):
             rows = np.flatnonzero(empty.to_numpy())
             if hp.empty == "error":
                 raise DataError(
-                    f"{where}: {len(rows)} texts are empty (rows {rows[:5].tolist()}); "
-                    "remove them or set datamodule.empty=drop or keep"
+                    f"{where}: {len(rows)} texts are empty ({rows_text(frame, empty.to_numpy())}"
+                    "); remove them or set datamodule.empty=drop or keep"
                 )
             if hp.empty == "drop":
                 frame = frame[~empty].reset_index(drop=True)

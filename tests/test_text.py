@@ -146,13 +146,14 @@ def test_empty_texts_and_missing_labels_follow_the_rules(tmp_path):
     dm.setup("fit")
     assert sum(len(v) for v in dm.texts.values()) == 58
     assert "dropped 2 empty texts" in " ".join(dm.data_warnings)
-    with pytest.raises(DataError, match=r"2 texts are empty \(rows \[3, 7\]\)"):
+    # named as the lines of the file a user opens (the header is line 1)
+    with pytest.raises(DataError, match=r"2 texts are empty \(lines 5, 9\)"):
         texts_module(tmp_path, frame, empty="error").setup("fit")
     kept = texts_module(tmp_path, frame, empty="keep")
     kept.setup("fit")
     assert sum(len(v) for v in kept.texts.values()) == 60
     frame.loc[5, "label"] = np.nan
-    with pytest.raises(DataError, match=r"1 rows have no label \(rows \[5\]\)"):
+    with pytest.raises(DataError, match=r"1 rows have no label \(line 7\)"):
         texts_module(tmp_path, frame).setup("fit")
 
 
