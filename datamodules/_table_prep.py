@@ -9,6 +9,7 @@ import gzip
 import lzma
 import re
 import warnings
+import zlib
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,16 @@ def read_table(
         raise _decode_error(exc, file, option, encoding, encoding_option) from exc
     except LookupError as exc:  # an encoding Python does not know
         raise ConfigError(f"{encoding_option or option}: {exc}") from exc
+    except PermissionError as exc:
+        raise DataError(f"{option}: {str(file)!r} cannot be read: {exc}") from exc
+    except (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        # the file exists (checked above): a truncated or corrupt .gz/.bz2/.xz/.zip
+        raise DataError(
+            f"{option}: {str(file)!r} cannot be read whole ({type(exc).__name__}: {exc}); "
+            "it looks truncated or corrupt: copy or download it again"
+        ) from exc
     except pd.errors.ParserError as exc:
-        hint = line_break_hint(file)
+        hint = line_break_hint(file, encoding)
         raise DataError(
             f"{option}: {str(file)!r} is not a readable table: {str(exc).strip()}"
             + (f"; {hint}" if hint else "")
@@ -231,7 +240,7 @@ def _head(file: Path, limit: int) -> bytes | None:
     try:
         with opener(file, "rb") as handle:
             return handle.read(limit)
-    except (OSError, EOFError, lzma.LZMAError):
+    except (OSError, EOFError, lzma.LZMAError, zlib.error):  # zlib: a corrupt .gz
         return None
 
 
@@ -248,21 +257,33 @@ def _first_bad_byte(file: Path, encoding: str, limit: int = 1 << 28) -> str:
     return ""
 
 
-def line_break_hint(file: str | Path, limit: int = 1 << 28) -> str:
+def line_break_hint(file: str | Path, encoding: str | None = None, limit: int = 1 << 28) -> str:
     """Why the rows of a CSV/TSV file may have come apart, or ``""``: a carriage return
-    that ends no line (``\\r`` not before ``\\n``) inside a text field. pandas' ``to_csv``
-    writes such a field unquoted (it quotes only fields with ``\\n``), and readers then
-    break the row there."""
-    data = _head(Path(file), limit) or b""
-    found = re.search(rb"\r(?!\n)", data)
-    if found is None or found.end() == len(data) or b"\n" not in data:  # \r-only endings
+    that ends no line (``\\r`` not before ``\\n``) outside quotes. pandas' ``to_csv``
+    writes a text field holding one unquoted (it quotes only fields with ``\\n``), and
+    readers then break the row there. Files whose lines end in ``\\r`` alone, encodings
+    in which ``\\r`` is not the byte 13 (UTF-16) and unreadable files give ``""``."""
+    try:
+        if encoding is not None and "\r\n".encode(encoding) != b"\r\n":
+            return ""
+        data = _head(Path(file).expanduser(), limit) or b""
+        ends = len(data) - 1  # a \r last in what was read may have its \n after it
+        bare = [m.start() for m in re.finditer(rb"\r(?!\n)", data) if m.start() < ends]
+        if not bare or len(bare) > data.count(b"\n"):  # \r ends the lines: old Mac files
+            return ""
+        for position in bare[:1000]:
+            line_start = data.rfind(b"\n", 0, position) + 1
+            if data.count(b'"', line_start, position) % 2 == 0:  # not inside a quoted field
+                line = data.count(b"\n", 0, position) + 1
+                return (
+                    f"line {line} holds a carriage return (\\r) that ends no line: if it is "
+                    "inside a text field, that field must be quoted (pandas' to_csv leaves "
+                    "\\r unquoted: write the file with quoting=csv.QUOTE_ALL, or replace the "
+                    "\\r)"
+                )
+    except Exception:  # a hint, never a second error
         return ""
-    line = data.count(b"\n", 0, found.start()) + 1
-    return (
-        f"line {line} holds a carriage return (\\r) that ends no line: if it is inside a "
-        "text field, that field must be quoted (pandas' to_csv leaves \\r unquoted: write "
-        "the file with quoting=csv.QUOTE_ALL, or replace the \\r)"
-    )
+    return ""
 
 
 def _row(data: pd.DataFrame | pd.Series, label: Any) -> tuple[str, str]:

@@ -115,14 +115,16 @@ def text_chunks(texts: list[str]) -> Iterator[list[str]]:
 
 
 def token_runs(tokenizer: Any, texts: list[str], dtype: Any) -> Iterator[tuple[np.ndarray, ...]]:
-    """``(ids, lengths)`` of ``texts``, a :func:`text_chunks` chunk at a time: the ids of
-    the chunk's texts one after the other as ``dtype``, and each text's number of them (an
-    empty text is one unknown token, 1)."""
+    """``(ids, lengths, empty)`` of ``texts``, a :func:`text_chunks` chunk at a time: the
+    ids of the chunk's texts one after the other as ``dtype``, each text's number of them,
+    and which texts had none (each of those is one unknown token, 1, of length 1)."""
     for chunk in text_chunks(texts):
-        rows = [e.ids or [1] for e in tokenizer.encode_batch(chunk)]
+        rows = [e.ids for e in tokenizer.encode_batch(chunk)]
+        empty = np.fromiter((not row for row in rows), bool, len(rows))
+        rows = [row or [1] for row in rows]
         lengths = np.fromiter(map(len, rows), np.int64, len(rows))
         ids = np.fromiter(chain.from_iterable(rows), dtype, int(lengths.sum()))
-        yield ids, lengths
+        yield ids, lengths, empty
 
 
 def pad_runs(
@@ -138,7 +140,7 @@ def pad_runs(
     out = np.zeros((rows, max_length), dtype=dtype)
     kept_all = np.ones(rows, dtype=np.int64)
     row = 0
-    for ids, lengths in runs:
+    for ids, lengths, _ in runs:
         kept = np.minimum(lengths, max_length)
         ends = np.cumsum(lengths)
         first = ends - lengths if head else ends - kept  # where each text's kept ids start
@@ -266,10 +268,11 @@ class TextDataModule(BaseDataModule):
             labels = frame[label_col]
             if labels.isna().any():
                 missing = labels.isna().to_numpy()
-                hint = line_break_hint(source) if isinstance(source, str) else ""
+                hint = line_break_hint(source, hp.encoding) if isinstance(source, str) else ""
                 raise DataError(
                     f"{where}: {int(missing.sum())} rows have no label "
-                    f"({rows_text(frame, missing)}); " + (hint or "drop them or give them a class")
+                    f"({rows_text(frame, missing)}); drop them or give them a class"
+                    + (f"; {hint}" if hint else "")
                 )
             out["label"] = labels.astype(str).str.strip().to_numpy()
             if hp.split_column is not None:
@@ -334,7 +337,8 @@ class TextDataModule(BaseDataModule):
             raise RuntimeError("tokenizers did not put [PAD], [UNK] first")
         dtype = id_dtype(tokenizer.get_vocab_size())
         runs = list(token_runs(tokenizer, texts, dtype))  # 1-4 bytes a token, not ~150
-        lengths = np.concatenate([run[1] for run in runs])
+        # each text's own length, 0 for an empty one (kept as one unknown token)
+        lengths = np.concatenate([run[1] - run[2] for run in runs])
         max_length = hp.max_length or max(
             1, int(math.ceil(np.percentile(lengths, hp.length_percentile)))
         )

@@ -535,16 +535,17 @@ class TimedModelCheckpoint(ModelCheckpoint):
         """Keep the checkpoint Lightning writes here in memory (or write it, see the class
         docstring); ``last.ckpt`` also writes what is kept when a write is due."""
         last = self._saving_last
-        checkpoint = self._same_state(trainer) if last else None
-        if checkpoint is None:
-            checkpoint = trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
+        same = self._same_state(trainer) if last else None  # kept already: no copy to make
+        checkpoint = same or trainer._checkpoint_connector.dump_checkpoint(self.save_weights_only)
         due = (last or not self.save_last) and self._due(trainer)
         if self._may_hold(trainer):
             self._pending.pop(filepath, None)  # re-inserted: last.ckpt after best.ckpt
             if due:  # written now: no copy to keep
                 self._pending[filepath] = checkpoint
                 self._flush(trainer)
-            elif _tensor_bytes(checkpoint) <= self.memory_limit_mb * 2**20:
+            elif same is not None:
+                self._pending[filepath] = same
+            elif self._fits(trainer, checkpoint):
                 self._pending[filepath] = _copied(checkpoint)
             elif not last:  # too large to keep: best.ckpt written whenever it improves
                 self._write(trainer, filepath, checkpoint)
@@ -559,11 +560,20 @@ class TimedModelCheckpoint(ModelCheckpoint):
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
 
+    def _fits(self, trainer: L.Trainer, checkpoint: dict[str, Any]) -> bool:
+        """Whether the checkpoint is small enough to keep in memory, decided alike in every
+        process (a rank's optimizer state can be larger than another's, e.g. a sharded
+        optimizer under DDP; ranks that kept different checkpoints would then disagree on
+        whether to dump the next one, which every rank must do together)."""
+        fits = _tensor_bytes(checkpoint) <= self.memory_limit_mb * 2**20
+        return bool(trainer.strategy.reduce_boolean_decision(fits, all=True))
+
     def _same_state(self, trainer: L.Trainer) -> dict[str, Any] | None:
         """``last.ckpt`` from the ``best.ckpt`` kept at this same step, when there is one
         (Lightning takes them one after the other at an epoch that improves): the same
-        state, so it is not dumped and copied a second time; only this callback's own
-        state differs (``last_model_path``)."""
+        state, so it is not dumped and copied a second time (it shares the kept copy's
+        tensors, which training never changes); only this callback's own state differs
+        (``last_model_path``)."""
         best = self._pending.get(self._last_checkpoint_saved or "")
         if (
             best is None

@@ -1241,9 +1241,10 @@ def _inspect_texts(ctx: _Context) -> None:
             from datamodules.text import token_runs
 
             unknown_ids = total_ids = 0
-            for ids, _ in token_runs(dm.tokenizer, evaluated[:20_000], np.int64):
-                unknown_ids += int((ids == 1).sum())
-                total_ids += len(ids)
+            for ids, _, empty in token_runs(dm.tokenizer, evaluated[:20_000], np.int64):
+                blanks = int(empty.sum())  # an empty text's stand-in [UNK] is no token of it
+                unknown_ids += int((ids == 1).sum()) - blanks
+                total_ids += len(ids) - blanks
             unknown = unknown_ids / total_ids if total_ids else 0.0
             words = {w for t in texts["train"] for w in t.lower().split()}
             new_words = total_words = 0

@@ -3,6 +3,7 @@ or, where the intent is plain (another separator), is read correctly with a warn
 
 from __future__ import annotations
 
+import gzip
 import warnings
 
 import numpy as np
@@ -109,6 +110,26 @@ def test_a_row_torn_by_a_carriage_return_names_the_line_and_the_quoting(tmp_path
     for ending in (b"\r\n", b"\r"):
         path.write_bytes(ending.join([b"note,a", b"x,1", b"y,2,3"]) + ending)
         assert line_break_hint(path) == ""
+    # nor is a \r inside a quoted field, nor \r\n in UTF-16 (bytes \r 0 \n 0)
+    path.write_bytes(b'note,a\n"quoted\rinside",1\nnext,\n')
+    assert line_break_hint(path) == ""
+    path.write_bytes("note,a\r\nx,1\r\n".encode("utf-16"))
+    assert line_break_hint(path, "utf-16") == ""
+    # a corrupt gzip file: no hint, and no second error
+    gz = tmp_path / "notes.csv.gz"
+    gz.write_bytes(gzip.compress(b"note,a\nx\ry,1\n" * 100)[:40] + b"\xff" * 64)
+    assert line_break_hint(gz) == ""
+
+
+def test_a_truncated_or_corrupt_compressed_table_is_one_line(tmp_path):
+    whole = gzip.compress(b"a,b\n" + b"1,2\n" * 5000)
+    for name, data in [
+        ("cut.csv.gz", whole[: len(whole) // 2]),
+        ("corrupt.csv.gz", whole[:30] + bytes(range(256)) + whole[30:]),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match="looks truncated or corrupt: copy or download it"):
+            read_table(tmp_path / name, "datamodule.path")
 
 
 # -- 1. infinite values -------------------------------------------------------------------------

@@ -199,11 +199,25 @@ def test_checkpoints_hold_what_lightnings_callback_writes(tmp_path, monkeypatch,
         return dump(self, *args, **kwargs)
 
     monkeypatch.setattr(_CheckpointConnector, "dump_checkpoint", counted)
+    import tasks.callbacks as callbacks_module
+
+    copies: list[int] = []  # whole checkpoints copied into memory, by epoch
+    copied = callbacks_module._copied
+
+    def counted_copy(value):
+        if isinstance(value, dict) and {"state_dict", "epoch"} <= value.keys():
+            copies.append(int(value["epoch"]))
+        return copied(value)
+
+    monkeypatch.setattr(callbacks_module, "_copied", counted_copy)
     clock = (
         CLOCK_ONLY if writing == "on the clock" else ["callbacks.model_checkpoint.write_interval=0"]
     )
     _checkpoint_run(tmp_path / "ours", *clock)
     assert dumps == [0, 1, 2, 3]  # every epoch improves: best and last from one state
+    # one copy an epoch: best.ckpt's, which last.ckpt shares (written at every epoch, the
+    # copy of best.ckpt is written with last.ckpt; last.ckpt is never copied)
+    assert copies == [0, 1, 2, 3]
     folders = (str(tmp_path / "ours"), str(tmp_path / "theirs"))
     for name in ("best.ckpt", "last.ckpt"):
         ours, theirs = (

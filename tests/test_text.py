@@ -114,6 +114,27 @@ def test_texts_are_tokenised_a_chunk_at_a_time_into_the_ids_of_each_text(
     assert any(len(dm.tokenizer.encode(t).ids) > max_length for t in dm.texts["train"])
 
 
+def test_max_length_counts_an_empty_text_kept_as_no_tokens(tmp_path):
+    """``empty=keep`` gives an empty text one unknown token to read, but its length in the
+    percentile is its own, 0 (the percentile below falls between the empty texts and the
+    others, where 0 and 1 give different lengths)."""
+    frame = make_texts(80)
+    frame.loc[::2, "text"] = "   "
+    frame["text"] = frame["text"].where(frame.index % 2 == 0, "one two three four")
+    first = texts_module(tmp_path, frame, seed=0, empty="keep")
+    first.setup("fit")
+    train = first.texts["train"]
+    empties = sum(not t.strip() for t in train)
+    percentile = 100 * (empties - 0.5) / (len(train) - 1)  # half way from the last empty
+    dm = texts_module(tmp_path, frame, seed=0, empty="keep", length_percentile=percentile)
+    dm.setup("fit")
+    assert dm.texts["train"] == train
+    own = [len(dm.tokenizer.encode(t).ids) for t in train]
+    assert dm.fitted_state["max_length"] == math.ceil(np.percentile(own, percentile)) == 2
+    ids, lengths, _ = dm.train_data
+    assert all(ids[i, 0] == 1 and lengths[i] == 1 for i, t in enumerate(train) if not t.strip())
+
+
 def test_document_frequency_counts_each_row_once_and_never_the_padding(monkeypatch):
     import datamodules.text as text_module
     from datamodules.text import _document_frequency
