@@ -21,21 +21,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-TWEETS = ROOT.parent / "shared" / "data" / "tweets_sentiment.csv"
-RESULT = "RESULT "
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _cache_bench as bench  # noqa: E402
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+TWEETS = bench.ROOT.parent / "shared" / "data" / "tweets_sentiment.csv"
 
 
 def child(mode: str, path: str) -> None:
@@ -47,7 +41,7 @@ def child(mode: str, path: str) -> None:
         text.ENCODE_CHARS = text.COUNT_CHUNK = 1 << 62
     datamodule = text.TextDataModule(path=path, seed=0)
     datamodule._sources()  # read once first: the peak below is what setting up adds to reading
-    before = peak_rss_mb()
+    before = bench.peak_rss_mb()
     started = time.perf_counter()
     datamodule.setup("fit")
     seconds = time.perf_counter() - started
@@ -55,12 +49,12 @@ def child(mode: str, path: str) -> None:
     result = {
         "mode": mode,
         "seconds": seconds,
-        "peak_growth_mb": peak_rss_mb() - before,
+        "peak_growth_mb": bench.peak_rss_mb() - before,
         "ids_mb": ids.numel() * ids.element_size() / 2**20,
         "tokens": int(lengths.sum()),
         "checksum": int((ids.long() * torch.arange(1, ids.shape[1] + 1)).sum()),
     }
-    print(RESULT + json.dumps(result), flush=True)
+    bench.print_result(result)
 
 
 def write_table(folder: Path, docs: int, per_doc: int) -> Path:
@@ -91,25 +85,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=40000)
     parser.add_argument("--tweets-per-doc", type=int, default=10)
-    parser.add_argument("--child", choices=("whole", "chunked"))
-    parser.add_argument("--path")
+    parser.add_argument("--child", choices=("whole", "chunked"), help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.path)
         return
     with tempfile.TemporaryDirectory() as work:
         path = write_table(Path(work), args.docs, args.tweets_per_doc)
-        results = {}
-        for mode in ("whole", "chunked"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--path", str(path)],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            line = next(x for x in out.splitlines() if x.startswith(RESULT))
-            results[mode] = json.loads(line[len(RESULT) :])
+        results = {
+            mode: bench.run_child(__file__, mode, ["--path", str(path)])
+            for mode in ("whole", "chunked")
+        }
     whole, chunked = results["whole"], results["chunked"]
     print(
         f"{args.docs:,} documents, {chunked['tokens']:,} training tokens, "
@@ -119,8 +106,9 @@ def main() -> None:
     print("|---|---|---|")
     for name, r in (("whole table at once (before)", whole), ("chunks (now)", chunked)):
         print(f"| {name} | {r['seconds']:.2f} | {r['peak_growth_mb']:.0f} |")
+    memory = chunked["peak_growth_mb"] / whole["peak_growth_mb"] if whole["peak_growth_mb"] else 1
     print(
-        f"memory chunked/whole {chunked['peak_growth_mb'] / whole['peak_growth_mb']:.2f}, "
+        f"memory chunked/whole {memory:.2f}, "
         f"time chunked/whole {chunked['seconds'] / whole['seconds']:.2f}, "
         f"same training ids: {whole['checksum'] == chunked['checksum']}"
     )

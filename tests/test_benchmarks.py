@@ -151,3 +151,23 @@ def test_disk_cache_benchmark_reads_no_image_file_while_training(tmp_path):
     opened = [r.split("|")[6].strip() for r in rows[1:]]
     assert all(o.endswith("/ 0") for o in opened), opened  # no file read during training
     assert len(list(folder.rglob("*.png"))) == 60
+
+
+def test_text_table_memory_benchmark_compares_the_same_ids_both_ways():
+    """Whole-table against chunked tokenising, each in its own process: the same training
+    ids either way, and the table the script prints."""
+    import subprocess
+
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "text_table_memory.py"),
+        "--docs",
+        "200",
+        "--tweets-per-doc",
+        "2",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| whole table at once (before) |" in done.stdout
+    assert "| chunks (now) |" in done.stdout
+    assert "same training ids: True" in done.stdout
