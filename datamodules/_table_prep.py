@@ -40,6 +40,11 @@ class DataWarning(UserWarning):
     """Something in the data looks wrong (a leak, a useless column) but training can go on."""
 
 
+#: What reading a file that exists can raise when its bytes are cut short or corrupt (gzip
+#: raises BadGzipFile, an OSError, or zlib.error; bz2 OSError or EOFError; xz LZMAError).
+UNREADABLE = (OSError, EOFError, lzma.LZMAError, zlib.error)
+
+
 def read_table(
     path: str | Path,
     option: str = "datamodule.path",
@@ -108,8 +113,7 @@ def read_table(
         raise ConfigError(f"{encoding_option or option}: {exc}") from exc
     except PermissionError as exc:
         raise DataError(f"{option}: {str(file)!r} cannot be read: {exc}") from exc
-    except (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile, OSError) as exc:
-        # the file exists (checked above): a truncated or corrupt .gz/.bz2/.xz/.zip
+    except UNREADABLE as exc:  # it exists (checked above): a cut or corrupt .gz/.bz2/.xz/.zip
         raise DataError(
             f"{option}: {str(file)!r} cannot be read whole ({type(exc).__name__}: {exc}); "
             "it looks truncated or corrupt: copy or download it again"
@@ -240,7 +244,7 @@ def _head(file: Path, limit: int) -> bytes | None:
     try:
         with opener(file, "rb") as handle:
             return handle.read(limit)
-    except (OSError, EOFError, lzma.LZMAError, zlib.error):  # zlib: a corrupt .gz
+    except UNREADABLE:
         return None
 
 

@@ -128,7 +128,7 @@ def token_runs(tokenizer: Any, texts: list[str], dtype: Any) -> Iterator[tuple[n
 
 
 def pad_runs(
-    runs: Iterable[tuple[np.ndarray, np.ndarray]],
+    runs: Iterable[tuple[np.ndarray, ...]],
     rows: int,
     max_length: int,
     head: bool,

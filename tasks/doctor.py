@@ -1240,15 +1240,16 @@ def _inspect_texts(ctx: _Context) -> None:
             # takes ~150 bytes a token), and the words counted without a list of them all
             from datamodules.text import token_runs
 
+            sample = evaluated[:20_000]
             unknown_ids = total_ids = 0
-            for ids, _, empty in token_runs(dm.tokenizer, evaluated[:20_000], np.int64):
+            for ids, _, empty in token_runs(dm.tokenizer, sample, np.int64):
                 blanks = int(empty.sum())  # an empty text's stand-in [UNK] is no token of it
                 unknown_ids += int((ids == 1).sum()) - blanks
                 total_ids += len(ids) - blanks
             unknown = unknown_ids / total_ids if total_ids else 0.0
             words = {w for t in texts["train"] for w in t.lower().split()}
             new_words = total_words = 0
-            for text in evaluated[:20_000]:
+            for text in sample:
                 for word in text.lower().split():
                     new_words += word not in words
                     total_words += 1

@@ -75,21 +75,13 @@ class _TabularTask(BaseTask):
             return 0.0
         linears = self.model.mlp.linears
         chosen = linears[:1] if hp.penalty_layers == "first" else linears
-        terms = [
-            coefficient * norm(m.weight)
-            for m in chosen
-            for coefficient, norm in ((hp.l1, _l1_norm), (hp.l2, _squared_norm))
-            if coefficient  # a zero coefficient costs nothing (no abs/pow in the backward)
-        ]
+        terms = []  # only non-zero coefficients: no abs/pow (nor their backward) for a zero
+        for m in chosen:
+            if hp.l1:
+                terms.append(hp.l1 * m.weight.abs().sum())
+            if hp.l2:
+                terms.append(hp.l2 * m.weight.pow(2).sum())
         return sum(terms[1:], terms[0])
-
-
-def _l1_norm(weight: Tensor) -> Tensor:
-    return weight.abs().sum()
-
-
-def _squared_norm(weight: Tensor) -> Tensor:
-    return weight.pow(2).sum()
 
 
 class TabularClassification(ClassificationOutputs, _TabularTask):
