@@ -130,6 +130,20 @@ def test_a_truncated_or_corrupt_compressed_table_is_one_line(tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(DataError, match="looks truncated or corrupt: copy or download it"):
             read_table(tmp_path / name, "datamodule.path")
+    # as a user meets it: one line, exit code 2, and no run folder left behind
+    run_dir = tmp_path / "run"
+    result = run_on_file(
+        "tabular_classification",
+        tmp_path / "cut.csv.gz",
+        "b",
+        "debug=tiny",
+        f"hydra.run.dir={run_dir}",
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "cut.csv.gz' cannot be read whole" in errors[0]
+    assert "looks truncated or corrupt: copy or download it again" in errors[0]
+    assert not (run_dir / "summary.json").exists()
 
 
 # -- 1. infinite values -------------------------------------------------------------------------
