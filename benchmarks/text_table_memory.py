@@ -7,7 +7,8 @@ the Encodings of every text at once: for a few million reviews, more memory than
 machine has. Chunks of ``datamodules.text.ENCODE_CHARS`` characters bound it.
 
 The script writes a table of ``--docs`` documents (each ``--tweets-per-doc`` tweets of the
-shared sentiment file joined, so documents are review-length), then sets up
+shared sentiment file joined, so documents are review-length; sentences of generated words
+where the checkout has no shared data folder), then sets up
 ``TextDataModule`` on it twice, each in a fresh process so that its peak memory is its own:
 ``whole`` (one chunk as large as the table: the behaviour before) and ``chunked`` (the
 default). Printed: the growth of the peak resident memory during ``setup("fit")`` (over the
@@ -61,10 +62,20 @@ def write_table(folder: Path, docs: int, per_doc: int) -> Path:
     import numpy as np
     import pandas as pd
 
-    tweets = pd.read_csv(TWEETS)
+    rng = np.random.default_rng(0)
+    if TWEETS.is_file():
+        tweets = pd.read_csv(TWEETS)
+    else:  # a checkout without the shared data folder: sentences of generated words
+        print(f"{TWEETS} not found: documents of generated sentences")
+        words = np.array([f"w{i}" for i in range(5000)])
+        tweets = pd.DataFrame(
+            {
+                "text": [" ".join(rng.choice(words, 15)) for _ in range(5000)],
+                "label": ["negative", "positive"] * 2500,
+            }
+        )
     text_column = "text" if "text" in tweets else tweets.columns[0]
     label_column = "label" if "label" in tweets else tweets.columns[-1]
-    rng = np.random.default_rng(0)
     labels = tweets[label_column].unique()
     by_label = {
         label: tweets[tweets[label_column] == label][text_column].astype(str).to_numpy()
